@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-from functools import lru_cache
 
 import torch
 
@@ -55,9 +54,18 @@ def check_backend_name(name, arg: str = "backend") -> None:
         raise ValueError(f"{arg}: unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
-@lru_cache(maxsize=None)
+# Probed once per process (a plain dict rather than functools.lru_cache, which torch.compile traces through).
+_probe: dict[str, object] = {}
+
+
 def extension_status() -> tuple[object | None, str]:
     """(the voxrender._C module or None, why not)."""
+    if "ext" not in _probe:
+        _probe["ext"] = _load_extension()
+    return _probe["ext"]
+
+
+def _load_extension() -> tuple[object | None, str]:
     if os.environ.get("VOXRENDER_NO_EXTENSION", "0") == "1":
         return None, "VOXRENDER_NO_EXTENSION=1 is set"
     try:
@@ -78,8 +86,13 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@lru_cache(maxsize=None)
 def triton_import_error() -> str:
+    if "triton" not in _probe:
+        _probe["triton"] = _import_triton()
+    return _probe["triton"]
+
+
+def _import_triton() -> str:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install triton; Linux x86-64 only)"
     try:

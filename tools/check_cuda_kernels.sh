@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Compile-check the torch-free CUDA kernels (csrc/kernels/*.cu) with nvcc alone: no GPU and no CUDA
+# build of torch needed. Used by CI on machines with nvcc but a CPU torch; the torch glue
+# (csrc/ops/*_cuda.cpp) is compiled on a GPU machine by setup.py.
+#
+#   tools/check_cuda_kernels.sh            # sm_90 + sm_80, prints OK per file
+#   NVCC=/path/to/nvcc VOXRENDER_CHECK_ARCHS="90 80 75" tools/check_cuda_kernels.sh
+#   VOXRENDER_CHECK_RESOURCES=1 tools/check_cuda_kernels.sh   # also print ptxas registers/spills
+#
+# Exit status: 0 when every file compiles (or when nvcc is missing: nothing to check), 1 otherwise.
+set -u
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NVCC="${NVCC:-}"
+if [ -z "$NVCC" ]; then
+  if command -v nvcc >/dev/null 2>&1; then
+    NVCC="$(command -v nvcc)"
+  elif [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then
+    NVCC="$CUDA_HOME/bin/nvcc"
+  elif [ -x /usr/local/cuda/bin/nvcc ]; then
+    NVCC=/usr/local/cuda/bin/nvcc
+  fi
+fi
+if [ -z "$NVCC" ] || ! [ -x "$NVCC" ]; then
+  echo "check_cuda_kernels: nvcc not found (set NVCC or CUDA_HOME); skipping the CUDA compile check"
+  exit 0
+fi
+
+ARCHS="${VOXRENDER_CHECK_ARCHS:-90 80}"
+GENCODE=()
+for a in $ARCHS; do GENCODE+=(-gencode "arch=compute_${a},code=sm_${a}"); done
+EXTRA=()
+if [ "${VOXRENDER_CHECK_RESOURCES:-0}" = "1" ]; then EXTRA+=(--resource-usage); fi
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/voxrender_nvcc.XXXXXX")"
+trap 'rm -rf "$TMP"' EXIT
+
+echo "check_cuda_kernels: $("$NVCC" --version | tail -n 1), archs: $ARCHS"
+shopt -s nullglob
+files=("$ROOT"/csrc/kernels/*.cu)
+if [ ${#files[@]} -eq 0 ]; then
+  echo "check_cuda_kernels: no csrc/kernels/*.cu files"
+  exit 0
+fi
+
+status=0
+for f in "${files[@]}"; do
+  rel="${f#"$ROOT"/}"
+  obj="$TMP/$(basename "$f" .cu).o"
+  # Same language flags as setup.py's nvcc build (minus -O3/--use_fast_math, which do not affect validity).
+  if "$NVCC" -c -std=c++17 -DVOXRENDER_WITH_CUDA -I "$ROOT/csrc/include" -I "$ROOT/csrc/kernels" \
+      "${GENCODE[@]}" "${EXTRA[@]}" -Werror all-warnings -o "$obj" "$f" >"$TMP/log" 2>&1; then
+    echo "OK   $rel"
+    if [ "${VOXRENDER_CHECK_RESOURCES:-0}" = "1" ]; then grep -E "Compiling entry|Used|spill" "$TMP/log"; fi
+  else
+    echo "FAIL $rel"
+    sed 's/^/    /' "$TMP/log"
+    status=1
+  fi
+done
+exit $status
