@@ -58,6 +58,13 @@ class Size:
         return cls(b, n, s, k)
 
 
+# Real sizes (the default sizes of compare_projection.py, and of the suites with --benchmark-enable) and the
+# smoke size (the suites with benchmarks disabled, the default: each case runs once).
+CPU_SIZES = (Size(16, 32, 32, 32),)
+GPU_SIZES = (Size(64, 64, 64, 64), Size(32, 128, 128, 128))
+SMOKE = Size(2, 12, 12, 12)
+
+
 def synchronize(device: torch.device | str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
