@@ -11,6 +11,12 @@ import pytest
 
 
 @pytest.fixture
-def benchmark_enabled(request) -> bool:
-    return not request.config.getoption("benchmark_disable")
+def benchmark_enabled(request, benchmark) -> bool:
+    """True when this run times (--benchmark-enable beats the --benchmark-disable of addopts, as in
+    pytest-benchmark itself, which also disables timing under xdist)."""
+    disabled = getattr(benchmark, "disabled", None)
+    if disabled is None:
+        opt = request.config.getoption
+        disabled = opt("benchmark_disable") and not opt("benchmark_enable")
+    return not disabled
 

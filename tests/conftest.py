@@ -1,29 +1,6 @@
-import os
-
 import pytest
-import torch
 
-import voxrender as vr
 from voxrender import backends
-
-
-def cuda_available() -> bool:
-    return torch.cuda.is_available()
-
-
-needs_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
-
-
-def backend_or_skip(name: str, device: str = "cpu", dtype=torch.float32):
-    """Skips with the backend's own not-supported reasons (never hides a failure: only unavailability)."""
-    reasons = backends.not_supported_reasons(name, torch.device(device), dtype)
-    if reasons:
-        pytest.skip(f"backend {name} unavailable on {device}: " + "; ".join(reasons))
-
-
-def tol(dtype):
-    """(rtol, atol) from the dtype: a few hundred ulps of accumulated rounding over K samples."""
-    return (1e-10, 1e-12) if dtype == torch.float64 else (2e-5, 2e-6)
 
 
 @pytest.fixture(autouse=True)

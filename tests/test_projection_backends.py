@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import voxrender as vr
-from conftest import backend_or_skip, needs_cuda, tol
+from vr_testing import backend_or_skip, needs_cuda, tol
 
 MODES = ["absorption", "sum", "max", "emission_absorption"]
 PROJECTIONS = ["orthographic", "perspective"]

@@ -17,7 +17,7 @@ def rand(*shape, seed=0):
 @pytest.mark.parametrize("backend", ["torch", "cpu"])
 @pytest.mark.parametrize("shape", [(2, 8, 8, 8), (3, 5, 7, 9)])
 def test_identity_view_sum_and_absorption(backend, shape):
-    from conftest import backend_or_skip
+    from vr_testing import backend_or_skip
 
     backend_or_skip(backend, dtype=F64)
     d = rand(*shape)
@@ -33,7 +33,7 @@ def test_identity_view_sum_and_absorption(backend, shape):
 
 @pytest.mark.parametrize("backend", ["torch", "cpu"])
 def test_azimuth_90_degrees_sums_along_w(backend):
-    from conftest import backend_or_skip
+    from vr_testing import backend_or_skip
 
     backend_or_skip(backend, dtype=F64)
     d = rand(2, 6, 6, 6, seed=1)

@@ -75,7 +75,7 @@ def cmd_render_modes(args) -> int:
     el = torch.tensor([math.radians(-20.0)])
     tiles = [
         vr.project_volume(dens, azimuth=az, elevation=el, mode="absorption", tau=0.06, **kw)[0],
-        vr.project_volume(dens, azimuth=az, elevation=el, mode="sum", tau=2.5 / args.size, **kw)[0],
+        vr.project_volume(dens, azimuth=az, elevation=el, mode="sum", tau=1.5 / args.size, **kw)[0],
         vr.project_volume(dens, azimuth=az, elevation=el, mode="max", **kw)[0],
         vr.project_volume(dens * 0.5, azimuth=az, elevation=el, mode="emission_absorption", features=colour,
                           background=1.0, **kw)[0, :3],

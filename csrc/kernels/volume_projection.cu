@@ -17,8 +17,8 @@
 //   emission_absorption renders kChannelChunk (4) colour channels per pass over the ray, so C > 4 costs
 //   ceil(C / 4) passes, each re-sampling the density; C = 3 (RGB) is a single pass.
 // - Backward. Recomputes the samples (nothing per sample is stored by the forward) and scatters each
-//   sample's gradient to its 8 corners with atomicAdd; the results are unused, so these compile to RED
-//   operations resolved in L2. Neighbouring rays mostly hit different voxels (in the default orthographic
+//   sample's gradient to its 8 corners with atomicAdd; the results are unused, so ptxas can lower them to
+//   fire-and-forget RED operations resolved in L2. Neighbouring rays mostly hit different voxels (in the default orthographic
 //   view each voxel gets contributions from at most 4 rays per sample plane), so contention is low and
 //   the cost is L2 atomic throughput: expect the backward to be a few times slower than the forward.
 //   Atomics make the float summation order, hence the last bits of grad_density / grad_features,
