@@ -49,6 +49,8 @@ from bench_cases import (BASELINE, CPU_SIZES, GPU_SIZES, PASSES, Size, floor_byt
                          make_step, synchronize)
 
 PEERS = ("pytorch3d", "nvdiffrast")
+VARIANT_LABELS = {BASELINE: "grid_sample (PyTorch)", "cpu": "voxrender cpu", "cuda": "voxrender cuda",
+                  "triton": "voxrender triton", "torch": "voxrender torch (reference)"}
 MIB = 1024.0 ** 2
 
 CPU_MEMORY_METHOD = (
@@ -88,6 +90,32 @@ def _mem_total_gib() -> float | None:
     except OSError:
         pass
     return None
+
+
+class OtherLoad:
+    """CPU time that other processes used while this script ran, as a fraction of the machine: (busy time
+    in /proc/stat - this process's and its children's CPU time) / (wall time x logical CPUs)."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle, iowait
+        t = os.times()
+        return time.time(), busy, t.user + t.system + t.children_user + t.children_system
+
+    def fraction(self) -> float | None:
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        wall, busy, own = (e - s for e, s in zip(end, self.start))
+        return max(0.0, (busy - own) / (wall * (os.cpu_count() or 1)))
 
 
 def _loadavg() -> list[float] | None:
@@ -335,6 +363,7 @@ def run(args) -> dict:
                                                                         else GPU_SIZES)
     repeat = args.repeat or (20 if device.type == "cpu" else 50)
     variants, skipped = variants_for(device)
+    other = OtherLoad()
     meta = collect_metadata(args, device)
     load = meta["load_average_at_start"]
     if device.type == "cpu" and load and load[0] > 0.5:
@@ -360,6 +389,8 @@ def run(args) -> dict:
                            "samples": size.samples, "mode": mode, "pass": pass_, "variant": v,
                            "median_ms": statistics.median(t), "iqr_ms": q[2] - q[0], "min_ms": t[0],
                            "times_ms": times[v], "speedup_vs_baseline": base_median / statistics.median(t),
+                           "paired_speedup_vs_baseline": statistics.median(
+                               b / x for b, x in zip(times[BASELINE], times[v])),
                            "max_abs_diff_out": diffs[v][0], "max_rel_diff_grad": diffs[v][1]}
                     if args.memory:
                         if device.type == "cuda":
@@ -383,6 +414,10 @@ def run(args) -> dict:
                 print(f"  measured {size.label} {mode} {pass_}", file=sys.stderr, flush=True)
                 del steps
     meta["load_average_at_end"] = _loadavg()
+    meta["other_processes_cpu_fraction"] = other.fraction()
+    if device.type == "cpu" and (meta["other_processes_cpu_fraction"] or 0) > 0.05:
+        print(f"warning: other processes used {100 * meta['other_processes_cpu_fraction']:.0f}% of the CPUs "
+              "during the run; the timings are disturbed", file=sys.stderr)
     return {"metadata": meta, "repeat": repeat, "warmup": args.warmup, "seed": args.seed,
             "inputs": ("density ~ U[0, 2/N) (optical depth ~1 per ray), colour features ~ U[0, 1), azimuth ~ "
                        "U[0, 2 pi)" + (", elevation ~ U[-pi/6, pi/6]" if args.elevation else ", elevation 0")),
@@ -407,6 +442,10 @@ def _fmt_mib(b) -> str:
     return f"{b / MIB:.2f}" if b < 10 * MIB else f"{b / MIB:.1f}"
 
 
+def _fmt_pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
 def _fmt_sci(x) -> str:
     return "-" if x is None else f"{x:.1e}"
 
@@ -427,7 +466,8 @@ def render_markdown(report: dict) -> str:
             if m["git"].get("uncommitted_changes") else "")
         + (f"; C++ extension built {m['git']['extension_built']}" if m["git"].get("extension_built") else ""),
         f"- date: {m['date']}; load average (1, 5, 15 min) at start {m['load_average_at_start']}, at end "
-        f"{m.get('load_average_at_end')}",
+        f"{m.get('load_average_at_end')}; other processes used {_fmt_pct(m.get('other_processes_cpu_fraction'))} "
+        "of the CPUs during the run",
         f"- command: `{m['command']}`",
         f"- inputs: {report['inputs']}; {report['warmup']} warm-up calls, then {report['repeat']} timed calls "
         "per variant, round-robin over the variants",
@@ -442,20 +482,22 @@ def render_markdown(report: dict) -> str:
     lines += ["", "Passes: `fwd` = forward only; `fwd+bwd` = forward + backward with gradients of density, "
               "features and the angles (pose learned through the renderer); `fwd+bwd-density` = gradients of "
               "density and features only (fixed poses).", "",
-              "Speed-up = grid_sample median / variant median (> 1: faster than grid_sample); min ms is the "
-              "fastest call, the least disturbed by other processes. Memory = peak "
+              "Speed-up = grid_sample median / variant median (> 1: faster than grid_sample); paired = median "
+              "over the rounds of (grid_sample time / variant time) in the same round, robust to slow drifts of "
+              "the machine; min ms is the fastest call, the least disturbed by other processes. Memory = peak "
               "beyond the inputs; 'less mem' = grid_sample peak / variant peak. Δ out = max |image - grid_sample "
               "image|; Δ grad = max over gradients of max |g - g_grid_sample| / max |g_grid_sample|.", ""]
     rss = any("rss_peak_bytes" in r for r in report["results"])
-    header = ["size", "mode", "pass", "variant", "median ms", "IQR ms", "min ms", "speed-up", "peak MiB"]
+    header = ["size", "mode", "pass", "variant", "median ms", "IQR ms", "min ms", "speed-up", "paired", "peak MiB"]
     header += (["RSS MiB"] if rss else []) + ["less mem", "Δ out", "Δ grad"]
     if bw:
         header += ["floor ms", "% of floor"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" if i < 4 else "---:" for i in range(len(header))) + "|")
     for r in report["results"]:
-        cells = [r["size"], r["mode"], r["pass"], r["variant"] if r["variant"] != BASELINE else "grid_sample (PyTorch)",
+        cells = [r["size"], r["mode"], r["pass"], VARIANT_LABELS.get(r["variant"], r["variant"]),
                  _fmt_ms(r["median_ms"]), _fmt_ms(r["iqr_ms"]), _fmt_ms(r["min_ms"]), f"{r['speedup_vs_baseline']:.2f}x",
+                 f"{r['paired_speedup_vs_baseline']:.2f}x",
                  _fmt_mib(r.get("peak_bytes"))] + ([_fmt_mib(r.get("rss_peak_bytes"))] if rss else []) + [
                  f"{r['memory_vs_baseline']:.1f}x" if r.get("memory_vs_baseline") else "n/a",
                  _fmt_sci(r["max_abs_diff_out"]), _fmt_sci(r["max_rel_diff_grad"])]

@@ -32,7 +32,8 @@ def cmd_info(args) -> int:
         print(f"extension not available: {why}")
     else:
         kind = "CPU + CUDA" if ext.with_cuda() else "CPU only"
-        print(f"extension voxrender._C built ({kind}, against torch {ext.torch_version()})")
+        print(f"extension voxrender._C built ({kind}, against torch {ext.torch_version()}; "
+              f"CPU kernels: {ext.cpu_isa()})")
     cuda = torch.cuda.is_available()
     print(f"CUDA device: {torch.cuda.get_device_name(0) if cuda else 'none'}")
     print(f"TRITON_INTERPRET={'1' if backends.triton_interpret() else '0'}  "

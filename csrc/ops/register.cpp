@@ -75,5 +75,7 @@ bool built_with_cuda() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "voxrender C++/CUDA ops (registered under torch.ops.voxrender)";
   m.def("with_cuda", &built_with_cuda, "whether the CUDA kernels were compiled in");
+  m.def("cpu_isa", []() { return std::string(voxrender::cpu_uses_avx2() ? "avx2" : "baseline"); },
+        "instruction set of the CPU kernels in use");
   m.def("torch_version", []() { return std::string(TORCH_VERSION); }, "torch version compiled against");
 }

@@ -29,6 +29,9 @@ struct ProjectArgs {
 void check_project_inputs(const at::Tensor& density, const std::optional<at::Tensor>& features,
                           const at::Tensor& rotation, const ProjectArgs& a);
 
+// Whether the CPU kernels run their AVX2 copy (see volume_projection_cpu.cpp).
+bool cpu_uses_avx2();
+
 // Output shape: (B, 1, Ho, Wo) or (B, C + 1, Ho, Wo) for emission_absorption.
 int64_t output_channels(const at::Tensor& density, const std::optional<at::Tensor>& features, int64_t mode);
 

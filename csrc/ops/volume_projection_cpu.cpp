@@ -11,6 +11,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "volume_projection.h"
 
@@ -139,17 +141,27 @@ VR_DRIVERS(double, f64_avx2, VR_AVX2)
 #endif
 #undef VR_DRIVERS
 
-bool cpu_has_avx2() {
+}  // namespace
+
+// Whether the AVX2 copy runs: the CPU has AVX2 and FMA, and VOXRENDER_CPU_BASELINE=1 (which the tests
+// use to exercise the portable copy too) is not set. Decided once per process.
+bool cpu_uses_avx2() {
 #if VR_HAVE_AVX2_COPY
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
+  static const bool use = [] {
+    const char* env = std::getenv("VOXRENDER_CPU_BASELINE");
+    const bool baseline = env != nullptr && std::string(env) == "1";
+    return !baseline && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return use;
 #else
   return false;
 #endif
 }
 
+namespace {
+
 #if VR_HAVE_AVX2_COPY
-#define VR_PICK(name, ...) (cpu_has_avx2() ? name##_avx2(__VA_ARGS__) : name(__VA_ARGS__))
+#define VR_PICK(name, ...) (cpu_uses_avx2() ? name##_avx2(__VA_ARGS__) : name(__VA_ARGS__))
 #else
 #define VR_PICK(name, ...) name(__VA_ARGS__)
 #endif

@@ -229,16 +229,28 @@ VR_HD void scatter(T* grad_vol, const Cells<T, L>& c, const T gv[L], Add&& add) 
   }
 }
 
-// d loss / d R += p (d loss / d q)^T, since q = R^T p; summed over the lanes.
+// Rotation gradient, per lane: d loss / d R += p (d loss / d q)^T, since q = R^T p. Kept per lane over a
+// ray's samples and summed over the lanes once at the end (add_rotation_grad).
 template <typename T, int L>
-VR_HD void accumulate_rotation_grad(T gR[9], const Cells<T, L>& c, const T gq[3][L]) {
-  for (int a = 0; a < 3; ++a)
-    for (int b = 0; b < 3; ++b) {
+struct RotationGrad {
+  T m[9][L];
+  VR_HD void zero() {
+    for (int e = 0; e < 9; ++e)
+      for (int l = 0; l < L; ++l) m[e][l] = T(0);
+  }
+  VR_HD void accumulate(const Cells<T, L>& c, const T gq[3][L]) {
+    for (int a = 0; a < 3; ++a)
+      for (int b = 0; b < 3; ++b)
+        for (int l = 0; l < L; ++l) m[3 * a + b][l] += c.p[a][l] * gq[b][l];
+  }
+  VR_HD void add_to(T gR[9]) const {
+    for (int e = 0; e < 9; ++e) {
       T s = T(0);
-      for (int l = 0; l < L; ++l) s += c.p[a][l] * gq[b][l];
-      gR[3 * a + b] += s;
+      for (int l = 0; l < L; ++l) s += m[e][l];
+      gR[e] += s;
     }
-}
+  }
+};
 
 // ---------------------------------------------------------------------------------------------------
 // Scalar modes (absorption, sum, max). out, aux: pixel (i, j0) of their planes, lanes consecutive.
@@ -298,6 +310,8 @@ VR_HD void rays_backward_scalar(const T* vol, const Grid& g, const T* R, const C
     any = any || s != T(0);
   }
   if (!any) return;
+  RotationGrad<T, L> rg;
+  rg.zero();
   int k_begin = 0, k_end = K;
   if (mode == kMax) {
     // One sample per ray, at a different k per lane: visit each lane's arg-max with the others zeroed.
@@ -315,9 +329,10 @@ VR_HD void rays_backward_scalar(const T* vol, const Grid& g, const T* R, const C
         trilerp_grad(c, g, v, s, dq);
         for (int a = 0; a < 3; ++a)
           for (int m = 0; m < L; ++m) gq[a][m] = one[m] * dq[a][m];
-        accumulate_rotation_grad(gR, c, gq);
+        rg.accumulate(c, gq);
       }
     }
+    if (gR) rg.add_to(gR);
     return;
   }
   sample_range(r, cam, g, K, &k_begin, &k_end);
@@ -331,9 +346,10 @@ VR_HD void rays_backward_scalar(const T* vol, const Grid& g, const T* R, const C
       trilerp_grad(c, g, v, s, dq);
       for (int a = 0; a < 3; ++a)
         for (int l = 0; l < L; ++l) gq[a][l] = gs[l] * dq[a][l];
-      accumulate_rotation_grad(gR, c, gq);
+      rg.accumulate(c, gq);
     }
   }
+  if (gR) rg.add_to(gR);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -418,6 +434,8 @@ VR_HD void rays_backward_ea(const T* vol, const T* feat, int c0, int nc, const G
   int k_begin, k_end;
   sample_range(r, cam, g, K, &k_begin, &k_end);
   const bool with_p = gR != nullptr;
+  RotationGrad<T, L> rg;
+  rg.zero();
   for (int k = k_end - 1; k >= k_begin; --k) {
     Cells<T, L> c;
     cells_at(r, cam, g, k, with_p, c);
@@ -454,9 +472,10 @@ VR_HD void rays_backward_ea(const T* vol, const T* feat, int c0, int nc, const G
     if (with_p) {
       for (int a = 0; a < 3; ++a)
         for (int l = 0; l < L; ++l) gq[a][l] += d_sigma[l] * dq_s[a][l];
-      accumulate_rotation_grad(gR, c, gq);
+      rg.accumulate(c, gq);
     }
   }
+  if (gR) rg.add_to(gR);
 }
 
 // ---------------------------------------------------------------------------------------------------
