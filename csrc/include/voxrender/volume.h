@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define VR_HD __host__ __device__ __forceinline__
@@ -42,10 +43,37 @@ struct Grid {
   VR_HD int64_t numel() const { return int64_t(D) * H * W; }
 };
 
+// exp. On the GPU the hardware-backed expf / exp. On the host, float uses a branch-free Cody-Waite +
+// polynomial version (within 2 ulp of expf on the range that matters here, x <= 0) that the compiler
+// vectorises across lanes; libm's expf is an opaque call that would serialise the emission-absorption
+// loops. double keeps libm (it is the gradcheck path, not the fast one).
 template <typename T>
 VR_HD T vr_exp(T x) { return exp(x); }
 template <>
-VR_HD float vr_exp<float>(float x) { return expf(x); }
+VR_HD float vr_exp<float>(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  x = x < -87.0f ? -87.0f : x;  // keeps 2^n a normal float; exp(-87) ~ 1.6e-38
+  x = x > 88.0f ? 88.0f : x;
+  const float h = x * 1.44269504f + 0.5f;
+  int n = int(h);
+  n -= int(float(n) > h);  // n = round(x / ln 2), via floor without a libm call
+  const float r = (x - float(n) * 0.693145752f) - float(n) * 1.42860677e-6f;  // ln 2 split: n * hi is exact
+  // exp(r) on |r| <= ln(2) / 2: degree-6 Taylor polynomial, relative error < 2e-8.
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (n + 127) << 23;  // 2^n
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+#endif
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Rays. Pixel (i, j): u = -1 + (2j + 1) / Wo, v = -1 + (2i + 1) / Ho; orthographic origin (sx u, sy v, 0)
