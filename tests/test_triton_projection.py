@@ -226,3 +226,17 @@ def test_opcheck_forward(mode, projection):
     cam = make_camera(projection, 3, (3, 4), 5, 1.0, None, None)
     args = (density, features, rotation, 3, 4, 5, MODE_ID[mode], TAU, PROJECTION_ID[projection], cam.floats())
     torch.library.opcheck(torch.ops.voxrender.project_volume_forward_triton.default, args)
+
+
+def test_torch_compile_fullgraph_triton():
+    g = torch.Generator().manual_seed(9)
+    dens = torch.rand(2, 5, 6, 7, generator=g).to(DEVICE).requires_grad_()
+    az = (torch.rand(2, generator=g) * 6).to(DEVICE).requires_grad_()
+    fn = lambda d, a: voxrender.project_volume(d, azimuth=a, mode="absorption", backend="triton")
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    out = compiled(dens, az)
+    torch.testing.assert_close(out, fn(dens, az))
+    g1 = torch.autograd.grad(out.sum(), [dens, az])
+    g2 = torch.autograd.grad(fn(dens, az).sum(), [dens, az])
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
