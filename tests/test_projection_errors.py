@@ -163,3 +163,18 @@ def test_no_extension_env_falls_back_to_torch():
     env = dict(os.environ, VOXRENDER_NO_EXTENSION="1")
     out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
     assert "torch.Size([1, 1, 4, 4])" in out.stdout
+
+
+def test_cpp_backward_checks_saved_tensors():
+    if backends.not_supported_reasons("cpu", torch.device("cpu"), torch.float32):
+        pytest.skip("C++ extension not built")
+    rot = torch.eye(3)[None]
+    d = torch.rand(1, 4, 4, 4)
+    args = (d, None, rot, 4, 4, 4, 0, 1.0, 0, [1.0] * 6, False)
+    with pytest.raises(ValueError, match="grad_out"):
+        torch.ops.voxrender.project_volume_backward(torch.rand(1, 1, 4, 5), torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4), *args)
+    with pytest.raises(ValueError, match="aux"):
+        torch.ops.voxrender.project_volume_backward(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4), torch.rand(1, 4), *args)
+    with pytest.raises(TypeError, match="out"):
+        torch.ops.voxrender.project_volume_backward(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4, dtype=torch.float64),
+                                                    torch.rand(1, 4, 4), *args)

@@ -47,7 +47,7 @@ status=0
 for f in "${files[@]}"; do
   rel="${f#"$ROOT"/}"
   obj="$TMP/$(basename "$f" .cu).o"
-  # Same language flags as setup.py's nvcc build (minus -O3/--use_fast_math, which do not affect validity).
+  # Same language flags as setup.py's nvcc build (minus -O3, which does not affect validity).
   if "$NVCC" -c -std=c++17 -DVOXRENDER_WITH_CUDA -I "$ROOT/csrc/include" -I "$ROOT/csrc/kernels" \
       "${GENCODE[@]}" "${EXTRA[@]}" -Werror all-warnings -o "$obj" "$f" >"$TMP/log" 2>&1; then
     echo "OK   $rel"
@@ -58,4 +58,34 @@ for f in "${files[@]}"; do
     status=1
   fi
 done
+
+# The torch glue of the CUDA backend (csrc/ops/*_cuda.cpp), syntax-checked by the host compiler against
+# the installed torch's headers. A CPU torch wheel ships c10/cuda and ATen/cuda headers but not the
+# generated c10/cuda/impl/cuda_cmake_macros.h, so an empty stand-in is put on the include path.
+PY=${PYTHON:-python3}
+if TORCH_INC=$("$PY" -c "from torch.utils.cpp_extension import include_paths; print(' '.join(include_paths()))" 2>/dev/null); then
+  # The toolkit's include folder: $CUDA_HOME, else where nvcc really lives (it may be a wrapper script
+  # elsewhere on PATH), asked from nvcc itself.
+  CUDA_INC="${CUDA_HOME:+$CUDA_HOME/include}"
+  if [ -z "$CUDA_INC" ] || [ ! -f "$CUDA_INC/cuda_runtime.h" ]; then
+    CUDA_INC="$("$NVCC" -E -x cu - -M </dev/null 2>/dev/null | tr ' ' '\n' | grep -m1 '/cuda_runtime.h$' | xargs -r dirname)"
+  fi
+  mkdir -p "$TMP/stub/c10/cuda/impl" && : >"$TMP/stub/c10/cuda/impl/cuda_cmake_macros.h"
+  PY_INC=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+  incs=(-I "$TMP/stub" -I "$ROOT/csrc/include" -I "$ROOT/csrc/kernels" -I "$CUDA_INC" -I "$PY_INC")
+  for d in $TORCH_INC; do incs+=(-I "$d"); done
+  for f in "$ROOT"/csrc/ops/*_cuda.cpp; do
+    rel="${f#"$ROOT"/}"
+    if "${CXX:-g++}" -fsyntax-only -std=c++20 -DVOXRENDER_WITH_CUDA -DTORCH_EXTENSION_NAME=_C "${incs[@]}" "$f" \
+        >"$TMP/log" 2>&1; then
+      echo "OK   $rel (host syntax check against torch's headers)"
+    else
+      echo "FAIL $rel"
+      sed 's/^/    /' "$TMP/log"
+      status=1
+    fi
+  done
+else
+  echo "check_cuda_kernels: torch not importable, skipping the glue syntax check"
+fi
 exit $status

@@ -46,6 +46,21 @@ void check_project_inputs(const at::Tensor& density, const std::optional<at::Ten
   TORCH_CHECK_VALUE(per_item < (int64_t(1) << 31), "density/features: one batch item must have < 2^31 elements");
 }
 
+void check_backward_inputs(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& aux,
+                           const at::Tensor& density, const std::optional<at::Tensor>& features, const ProjectArgs& a) {
+  const int64_t B = density.size(0), oc = output_channels(density, features, a.mode);
+  const std::vector<int64_t> image{B, oc, a.height, a.width}, plane{B, a.height, a.width};
+  const std::pair<const at::Tensor*, const char*> saved[] = {{&grad_out, "grad_out"}, {&out, "out"}, {&aux, "aux"}};
+  for (const auto& [t, name] : saved) {
+    const at::IntArrayRef shape = t == &aux ? at::IntArrayRef(plane) : at::IntArrayRef(image);
+    TORCH_CHECK_VALUE(t->sizes() == shape, name, ": expected ", shape, ", got ", t->sizes());
+    TORCH_CHECK_TYPE(t->scalar_type() == density.scalar_type(), name, ": expected dtype ", density.scalar_type(),
+                     ", got ", t->scalar_type());
+    TORCH_CHECK_VALUE(t->device() == density.device(), name, ": expected device ", density.device(), ", got ",
+                      t->device());
+  }
+}
+
 int64_t output_channels(const at::Tensor& density, const std::optional<at::Tensor>& features, int64_t mode) {
   return mode == kEmissionAbsorption ? features->size(1) + 1 : 1;
 }

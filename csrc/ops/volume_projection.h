@@ -29,6 +29,11 @@ struct ProjectArgs {
 void check_project_inputs(const at::Tensor& density, const std::optional<at::Tensor>& features,
                           const at::Tensor& rotation, const ProjectArgs& a);
 
+// The backward's saved tensors and upstream gradient: shapes, dtype and device (a wrong shape would be an
+// out-of-bounds read, on the GPU an illegal address that kills the CUDA context).
+void check_backward_inputs(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& aux,
+                           const at::Tensor& density, const std::optional<at::Tensor>& features, const ProjectArgs& a);
+
 // Whether the CPU kernels run their AVX2 copy (see volume_projection_cpu.cpp).
 bool cpu_uses_avx2();
 

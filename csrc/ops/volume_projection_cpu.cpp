@@ -228,6 +228,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_volume_backward_cpu(
     bool rotation_grad) {
   const ProjectArgs a{height, width, n_samples, mode, tau, projection, camera};
   check_project_inputs(density_in, features_in, rotation_in, a);
+  check_backward_inputs(grad_out_in, out_in, aux_in, density_in, features_in, a);
   const at::Tensor density = density_in.contiguous();
   const at::Tensor rotation = rotation_in.contiguous();
   const at::Tensor features = features_in ? features_in->contiguous() : at::Tensor();
@@ -235,15 +236,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_volume_backward_cpu(
   const at::Tensor out = out_in.contiguous();
   const at::Tensor aux = aux_in.contiguous();
   const int64_t B = density.size(0), oc = output_channels(density, features_in, mode);
-  TORCH_CHECK_VALUE(out.sizes() == at::IntArrayRef({B, oc, height, width}), "out: expected (", B, ", ", oc, ", ",
-                    height, ", ", width, "), got ", out.sizes());
-  TORCH_CHECK_VALUE(grad_out.sizes() == out.sizes(), "grad_out: expected ", out.sizes(), ", got ", grad_out.sizes());
-  TORCH_CHECK_VALUE(aux.sizes() == at::IntArrayRef({B, height, width}), "aux: expected (", B, ", ", height, ", ",
-                    width, "), got ", aux.sizes());
-  for (const at::Tensor* t : {&grad_out, &out, &aux})
-    TORCH_CHECK_TYPE(t->scalar_type() == density.scalar_type() && t->device() == density.device(),
-                     "grad_out/out/aux: expected ", density.scalar_type(), " on ", density.device());
-
   at::Tensor grad_density = at::zeros_like(density);
   at::Tensor grad_features = features.defined() ? at::zeros_like(features) : at::empty({0}, density.options());
   at::Tensor grad_rotation = at::zeros({B, 3, 3}, density.options());

@@ -38,14 +38,6 @@ void check_launch(cudaError_t err, const char* kernel) {
 }
 
 // A tensor the backward receives from autograd: same dtype and device as density, and the given shape.
-void check_saved(const at::Tensor& t, const char* name, const at::Tensor& density, at::IntArrayRef shape) {
-  TORCH_CHECK_VALUE(t.sizes() == shape, name, ": expected ", shape, ", got ", t.sizes());
-  TORCH_CHECK_TYPE(t.scalar_type() == density.scalar_type(), name, ": expected dtype ", density.scalar_type(),
-                   ", got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == density.device(), name, ": expected device ", density.device(), ", got ",
-                    t.device());
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> project_volume_forward_cuda(
@@ -87,13 +79,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_volume_backward_cuda(
   const ProjectArgs a{height, width, n_samples, mode, tau, projection, camera};
   check_project_inputs(density_in, features_in, rotation_in, a);
   check_cuda_inputs(density_in, features_in, a);
+  check_backward_inputs(grad_out_in, out_in, aux_in, density_in, features_in, a);
   const int64_t B = density_in.size(0);
   const int64_t oc = output_channels(density_in, features_in, mode);
-  // Unlike the CPU op, an out-of-bounds read here is an illegal address that kills the CUDA context,
-  // so the saved tensors are checked too.
-  check_saved(out_in, "out", density_in, {B, oc, height, width});
-  check_saved(grad_out_in, "grad_out", density_in, {B, oc, height, width});
-  check_saved(aux_in, "aux", density_in, {B, height, width});
 
   const c10::cuda::CUDAGuard device_guard(density_in.device());
   const at::Tensor density = density_in.contiguous();
