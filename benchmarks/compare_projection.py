@@ -431,7 +431,7 @@ def run(args) -> dict:
 # Report
 
 def _fmt_ms(x: float) -> str:
-    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.1f}"
+    return f"{x:.3g}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.1f}"
 
 
 def _fmt_mib(b) -> str:
@@ -502,7 +502,7 @@ def render_markdown(report: dict) -> str:
                  f"{r['memory_vs_baseline']:.1f}x" if r.get("memory_vs_baseline") else "n/a",
                  _fmt_sci(r["max_abs_diff_out"]), _fmt_sci(r["max_rel_diff_grad"])]
         if bw:
-            cells += [_fmt_ms(r["floor_ms"]), f"{100 * r['fraction_of_floor']:.1f}%"]
+            cells += [_fmt_ms(r["floor_ms"]), f"{100 * r['fraction_of_floor']:.3g}%"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Memory method: {report['memory_method']}"]
     if bw:

@@ -242,14 +242,14 @@ VR_HD void trilerp_grad(const Cells<T, L>& c, const Grid& g, const T v[8][L], T 
 // owns a batch item's gradient), atomics on the GPU.
 template <typename T, int L, typename Add>
 VR_HD void scatter(T* grad_vol, const Cells<T, L>& c, const T gv[L], Add&& add) {
-  T w[8][L];  // the corner weights first, in branch-free lane loops (vectorised on the CPU) ...
-  for (int n = 0; n < 8; ++n)
-    for (int l = 0; l < L; ++l) {
-      const T wx = (n & 1) ? c.fx[l] : T(1) - c.fx[l];
-      const T wy = ((n >> 1) & 1) ? c.fy[l] : T(1) - c.fy[l];
-      const T wz = (n >> 2) ? c.fz[l] : T(1) - c.fz[l];
-      w[n][l] = gv[l] * wx * wy * wz;
-    }
+  T w[8][L];  // the corner weights first, in a lane loop the CPU compiler vectorises (written out: the
+             // per-corner selects of a loop over n compiled to scalar code with branches) ...
+  for (int l = 0; l < L; ++l) {
+    const T x0 = gv[l] * (T(1) - c.fx[l]), x1 = gv[l] * c.fx[l];
+    const T y0 = T(1) - c.fy[l], y1 = c.fy[l], z0 = T(1) - c.fz[l], z1 = c.fz[l];
+    w[0][l] = x0 * y0 * z0; w[1][l] = x1 * y0 * z0; w[2][l] = x0 * y1 * z0; w[3][l] = x1 * y1 * z0;
+    w[4][l] = x0 * y0 * z1; w[5][l] = x1 * y0 * z1; w[6][l] = x0 * y1 * z1; w[7][l] = x1 * y1 * z1;
+  }
   for (int l = 0; l < L; ++l) {  // ... then the read-modify-writes, which cannot be
     if (gv[l] == T(0)) continue;
     for (int n = 0; n < 8; ++n)
