@@ -60,6 +60,23 @@ _MAX, _EA = 2, 3  # mode ids (voxrender.camera.MODE_ID)
 
 
 @triton.jit
+def _pixel_block(pid, n_blocks, Ho, Wo, BLOCK: tl.constexpr):
+    """Batch item, pixels per image, this program's BLOCK pixel indices and their in-image mask."""
+    b = (pid // n_blocks).to(tl.int64)
+    npix = Ho * Wo
+    pix = (pid % n_blocks) * BLOCK + tl.arange(0, BLOCK)
+    return b, npix, pix, pix < npix
+
+
+@triton.jit
+def _load_rotation(rot_ptr, b):
+    """The 9 entries of item b's rotation, row-major."""
+    rot = rot_ptr + b * 9
+    return (tl.load(rot + 0), tl.load(rot + 1), tl.load(rot + 2), tl.load(rot + 3), tl.load(rot + 4),
+            tl.load(rot + 5), tl.load(rot + 6), tl.load(rot + 7), tl.load(rot + 8))
+
+
+@triton.jit
 def _load_camera(prm_ptr):
     # prm = [sx, sy, cam_z, t0, dt, step_scale, tau] in the kernel dtype.
     return (tl.load(prm_ptr + 0), tl.load(prm_ptr + 1), tl.load(prm_ptr + 2), tl.load(prm_ptr + 3),
@@ -282,17 +299,10 @@ def _forward_scalar_kernel(vol_ptr, rot_ptr, prm_ptr, out_ptr, aux_ptr, D, H, W,
                            MODE: tl.constexpr, PERSPECTIVE: tl.constexpr, BLOCK: tl.constexpr):
     DT: tl.constexpr = vol_ptr.dtype.element_ty
     pid = tl.program_id(0)
-    b = (pid // n_blocks).to(tl.int64)
-    blk = pid % n_blocks
-    npix = Ho * Wo
-    pix = blk * BLOCK + tl.arange(0, BLOCK)
-    pmask = pix < npix
+    b, npix, pix, pmask = _pixel_block(pid, n_blocks, Ho, Wo, BLOCK)
     sx, sy, cam_z, t0, dt, step_scale, tau = _load_camera(prm_ptr)
     ox, oy, oz, dx, dy, dz, delta = _make_ray(pix, Ho, Wo, sx, sy, cam_z, dt, step_scale, PERSPECTIVE, DT)
-    rot = rot_ptr + b * 9
-    r0, r1, r2 = tl.load(rot + 0), tl.load(rot + 1), tl.load(rot + 2)
-    r3, r4, r5 = tl.load(rot + 3), tl.load(rot + 4), tl.load(rot + 5)
-    r6, r7, r8 = tl.load(rot + 6), tl.load(rot + 7), tl.load(rot + 8)
+    r0, r1, r2, r3, r4, r5, r6, r7, r8 = _load_rotation(rot_ptr, b)
     vol = vol_ptr + b * (D * H * W)
 
     acc = tl.zeros([BLOCK], DT)
@@ -332,17 +342,10 @@ def _backward_scalar_kernel(go_ptr, out_ptr, aux_ptr, vol_ptr, rot_ptr, prm_ptr,
                             BLOCK: tl.constexpr):
     DT: tl.constexpr = vol_ptr.dtype.element_ty
     pid = tl.program_id(0)
-    b = (pid // n_blocks).to(tl.int64)
-    blk = pid % n_blocks
-    npix = Ho * Wo
-    pix = blk * BLOCK + tl.arange(0, BLOCK)
-    pmask = pix < npix
+    b, npix, pix, pmask = _pixel_block(pid, n_blocks, Ho, Wo, BLOCK)
     sx, sy, cam_z, t0, dt, step_scale, tau = _load_camera(prm_ptr)
     ox, oy, oz, dx, dy, dz, delta = _make_ray(pix, Ho, Wo, sx, sy, cam_z, dt, step_scale, PERSPECTIVE, DT)
-    rot = rot_ptr + b * 9
-    r0, r1, r2 = tl.load(rot + 0), tl.load(rot + 1), tl.load(rot + 2)
-    r3, r4, r5 = tl.load(rot + 3), tl.load(rot + 4), tl.load(rot + 5)
-    r6, r7, r8 = tl.load(rot + 6), tl.load(rot + 7), tl.load(rot + 8)
+    r0, r1, r2, r3, r4, r5, r6, r7, r8 = _load_rotation(rot_ptr, b)
     vol = vol_ptr + b * (D * H * W)
     gvol = gvol_ptr + b * (D * H * W)
     gx = 0.5 * tl.cast(W, DT)
@@ -409,19 +412,12 @@ def _forward_ea_kernel(vol_ptr, feat_ptr, rot_ptr, prm_ptr, out_ptr, aux_ptr, D,
     DT: tl.constexpr = vol_ptr.dtype.element_ty
     pid = tl.program_id(0)
     chunk = tl.program_id(1)
-    b = (pid // n_blocks).to(tl.int64)
-    blk = pid % n_blocks
-    npix = Ho * Wo
-    pix = blk * BLOCK + tl.arange(0, BLOCK)
-    pmask = pix < npix
+    b, npix, pix, pmask = _pixel_block(pid, n_blocks, Ho, Wo, BLOCK)
     cidx = chunk * CC + tl.arange(0, CC)
     cmask = (cidx < C)[:, None]
     sx, sy, cam_z, t0, dt, step_scale, tau = _load_camera(prm_ptr)
     ox, oy, oz, dx, dy, dz, delta = _make_ray(pix, Ho, Wo, sx, sy, cam_z, dt, step_scale, PERSPECTIVE, DT)
-    rot = rot_ptr + b * 9
-    r0, r1, r2 = tl.load(rot + 0), tl.load(rot + 1), tl.load(rot + 2)
-    r3, r4, r5 = tl.load(rot + 3), tl.load(rot + 4), tl.load(rot + 5)
-    r6, r7, r8 = tl.load(rot + 6), tl.load(rot + 7), tl.load(rot + 8)
+    r0, r1, r2, r3, r4, r5, r6, r7, r8 = _load_rotation(rot_ptr, b)
     numel = D * H * W
     vol = vol_ptr + b * numel
     fbase = feat_ptr + b * C * numel + (cidx.to(tl.int64) * numel)[:, None]
@@ -457,19 +453,12 @@ def _backward_ea_kernel(go_ptr, aux_ptr, vol_ptr, feat_ptr, rot_ptr, prm_ptr, gv
     DT: tl.constexpr = vol_ptr.dtype.element_ty
     pid = tl.program_id(0)
     chunk = tl.program_id(1)
-    b = (pid // n_blocks).to(tl.int64)
-    blk = pid % n_blocks
-    npix = Ho * Wo
-    pix = blk * BLOCK + tl.arange(0, BLOCK)
-    pmask = pix < npix
+    b, npix, pix, pmask = _pixel_block(pid, n_blocks, Ho, Wo, BLOCK)
     cidx = chunk * CC + tl.arange(0, CC)
     cmask = (cidx < C)[:, None]
     sx, sy, cam_z, t0, dt, step_scale, tau = _load_camera(prm_ptr)
     ox, oy, oz, dx, dy, dz, delta = _make_ray(pix, Ho, Wo, sx, sy, cam_z, dt, step_scale, PERSPECTIVE, DT)
-    rot = rot_ptr + b * 9
-    r0, r1, r2 = tl.load(rot + 0), tl.load(rot + 1), tl.load(rot + 2)
-    r3, r4, r5 = tl.load(rot + 3), tl.load(rot + 4), tl.load(rot + 5)
-    r6, r7, r8 = tl.load(rot + 6), tl.load(rot + 7), tl.load(rot + 8)
+    r0, r1, r2, r3, r4, r5, r6, r7, r8 = _load_rotation(rot_ptr, b)
     numel = D * H * W
     vol = vol_ptr + b * numel
     gvol = gvol_ptr + b * numel
