@@ -268,3 +268,29 @@ def test_cpu_baseline_copy_matches_reference():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "baseline ok" in out.stdout
+
+
+def test_cpu_backward_is_deterministic():
+    backend_or_skip("cpu")
+    dens, feats, az, el = make_inputs(3, torch.float32, shape=(3, 12, 10, 11), mode="emission_absorption")
+    try:
+        torch.use_deterministic_algorithms(True)  # the cpu backend has no atomics: allowed
+        runs = [run("cpu", dens, feats, az, el, "emission_absorption", "orthographic") for _ in range(2)]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(a, b)
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_cuda_backward_alerts_in_deterministic_mode():
+    backend_or_skip("cuda", "cuda")
+    dens = torch.rand(1, 4, 4, 4, device="cuda", requires_grad=True)
+    out = vr.project_volume(dens, backend="cuda")
+    try:
+        torch.use_deterministic_algorithms(True)
+        with pytest.raises(RuntimeError, match="deterministic"):
+            out.sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -240,3 +240,14 @@ def test_torch_compile_fullgraph_triton():
     g2 = torch.autograd.grad(fn(dens, az).sum(), [dens, az])
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b)
+
+
+def test_deterministic_mode_refuses_the_atomic_backward():
+    dens = torch.rand(1, 4, 4, 4, device=DEVICE, requires_grad=True)
+    out = voxrender.project_volume(dens, backend="triton")
+    try:
+        torch.use_deterministic_algorithms(True)
+        with pytest.raises(RuntimeError, match="deterministic"):
+            out.sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(False)

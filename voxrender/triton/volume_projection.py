@@ -612,6 +612,20 @@ def project_volume_forward_triton(density: Tensor, features: Optional[Tensor], r
     return out, aux
 
 
+def _alert_not_deterministic() -> None:
+    """The density / feature gradients are summed with atomics: their float rounding depends on the
+    order the GPU runs the programs in. Honour torch.use_deterministic_algorithms like torch's own ops."""
+    if torch.are_deterministic_algorithms_enabled():
+        msg = ("voxrender::project_volume_backward_triton does not have a deterministic implementation "
+               "(atomic adds); use backend='cpu' or 'torch', or torch.use_deterministic_algorithms(False)")
+        if torch.is_deterministic_algorithms_warn_only_enabled():
+            import warnings
+
+            warnings.warn(msg)
+        else:
+            raise RuntimeError(msg)
+
+
 @torch.library.custom_op("voxrender::project_volume_backward_triton", mutates_args=())
 def project_volume_backward_triton(grad_out: Tensor, out: Tensor, aux: Tensor, density: Tensor,
                                    features: Optional[Tensor], rotation: Tensor, height: int, width: int,
@@ -623,6 +637,7 @@ def project_volume_backward_triton(grad_out: Tensor, out: Tensor, aux: Tensor, d
     ``rotation_grad``).
     """
     _check(density, features, rotation, height, width, n_samples, mode, projection, camera)
+    _alert_not_deterministic()
     if grad_out.shape != out.shape:
         raise ValueError(f"grad_out: expected {tuple(out.shape)}, got {tuple(grad_out.shape)}")
     density = density.contiguous()
