@@ -5,7 +5,20 @@ only when an op first needs them.
 """
 
 from .backends import BACKENDS, available_backends, use_backend
-from .geometry import rotation_from_angles, rotation_x, rotation_y
+from .geometry import (
+    depth_to_points,
+    euler_to_rotation,
+    grid_mesh_faces,
+    inverse_transform_points,
+    look_at,
+    normals_from_depth,
+    perspective,
+    rotation_from_angles,
+    rotation_x,
+    rotation_y,
+    rotation_z,
+    transform_points,
+)
 from .ops.volume_projection import VolumeProjector, project_volume
 
 __version__ = "0.1.0"
@@ -14,9 +27,18 @@ __all__ = [
     "BACKENDS",
     "VolumeProjector",
     "available_backends",
+    "depth_to_points",
+    "euler_to_rotation",
+    "grid_mesh_faces",
+    "inverse_transform_points",
+    "look_at",
+    "normals_from_depth",
+    "perspective",
     "project_volume",
     "rotation_from_angles",
     "rotation_x",
     "rotation_y",
+    "rotation_z",
+    "transform_points",
     "use_backend",
 ]
