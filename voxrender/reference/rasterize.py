@@ -1,0 +1,133 @@
+"""Reference triangle rasterizer: brute force over faces and pixels, the oracle of the fast backends.
+
+Conventions (``../shared/specs/rasterization.md``):
+
+* input positions are clip coordinates (x, y, z, w); NDC = (x, y, z) / w; pixel (i, j) is centred at NDC
+  (-1 + (2j + 1) / W, -1 + (2i + 1) / H) with y down;
+* **homogeneous rasterization** (Olano & Greer 1997): with the 2D homogeneous vertex coordinates
+  h_k = (x_k, y_k, w_k) and the pixel p = (px, py, 1), the edge functions are
+  E_0 = (h_1 x h_2) . p, E_1 = (h_2 x h_0) . p, E_2 = (h_0 x h_1) . p, and det = h_0 . (h_1 x h_2).
+  The point of the triangle's plane seen through p has perspective-correct barycentrics
+  b_k = E_k / (E_0 + E_1 + E_2) and w = det / (E_0 + E_1 + E_2). It is on the triangle and in front of
+  the camera (w > 0) exactly when every sign(det) E_k >= 0: triangles crossing w = 0 are covered
+  correctly on their visible part, with no clipping and no smearing;
+* visible if additionally -1 <= z/w <= 1 at the pixel centre (z/w = sum b z / sum b w); smaller z/w is
+  closer; equal depth: the lower face index wins;
+* **fill rule**: a pixel centre exactly on an edge (sign(det) E_k == 0) belongs to the triangle whose
+  inward edge normal (sign(det) a_k, sign(det) b_k), with E_k = a_k px + b_k py + c_k, has a_k > 0, or
+  a_k == 0 and b_k > 0. The neighbour across a shared edge computes the exact negation of that edge
+  function, so exactly one of the two owns the pixel (the top-left rule in homogeneous form);
+* front-facing: det < 0, which is the spec's (x1 - x0)(y2 - y0) - (x2 - x0)(y1 - y0) < 0 in NDC when all
+  w > 0 (det = w0 w1 w2 times that signed area), continued to triangles crossing w = 0;
+* degenerate triangles (det == 0: zero area, or a plane through the camera centre) cover nothing.
+
+Gradients: ``bary`` and ``depth`` are recomputed from the visible face's vertices with differentiable
+torch ops, so autograd gives their exact derivatives with respect to the vertex positions with the
+visibility held fixed; ``face_id`` has none.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Fragments(NamedTuple):
+    face_id: Tensor  # (B, H, W) int32, -1 for background
+    bary: Tensor  # (B, H, W, 3) perspective-correct barycentrics of face_id's vertices, 0 in background
+    depth: Tensor  # (B, H, W) z/w of the visible surface, 1.0 (the far plane) in background
+
+
+def pixel_centres(height: int, width: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """NDC x and y of the pixel centres, each (H, W)."""
+    x = -1 + (2 * torch.arange(width, dtype=like.dtype, device=like.device) + 1) / width
+    y = -1 + (2 * torch.arange(height, dtype=like.dtype, device=like.device) + 1) / height
+    y, x = torch.meshgrid(y, x, indexing="ij")
+    return x, y
+
+
+def edge_coefficients(tri: Tensor) -> tuple[Tensor, Tensor]:
+    """tri (..., 3, 4) clip-space vertices -> edge coefficients (..., 3, 3) [k, (a, b, c)] and det (...)."""
+    h = tri[..., [0, 1, 3]]  # homogeneous 2D coordinates (x, y, w)
+    h0, h1, h2 = h[..., 0, :], h[..., 1, :], h[..., 2, :]
+    e = torch.stack([torch.cross(h1, h2, dim=-1), torch.cross(h2, h0, dim=-1), torch.cross(h0, h1, dim=-1)], -2)
+    det = (e[..., 0, :] * h0).sum(-1)
+    return e, det
+
+
+def _coverage_chunk(tri: Tensor, valid: Tensor, px: Tensor, py: Tensor, cull_backfaces: bool):
+    """For faces tri (B, F, 3, 4): (covered (B, F, H, W) bool, depth z/w (B, F, H, W))."""
+    e, det = edge_coefficients(tri)
+    s = torch.where(det < 0, -1.0, 1.0).to(tri.dtype)[..., None]  # orient the edges inwards
+    a, b, c = (s * e[..., 0]), (s * e[..., 1]), (s * e[..., 2])  # (B, F, 3) each
+    ev = a[..., None, None] * px + b[..., None, None] * py + c[..., None, None]  # (B, F, 3, H, W)
+    owner = (a > 0) | ((a == 0) & (b > 0))  # fill rule for pixels exactly on an edge
+    inside = (ev > 0) | ((ev == 0) & owner[..., None, None])
+    total = ev.sum(2)  # = sign(det) * (E_0 + E_1 + E_2)
+    ok = valid & (det != 0)
+    if cull_backfaces:
+        ok = ok & (det < 0)
+    covered = inside.all(2) & (total > 0) & ok[..., None, None]
+    bary = ev / torch.where(total > 0, total, torch.ones_like(total))[:, :, None]
+    z = (bary * tri[..., 2][..., None, None]).sum(2)
+    w = (bary * tri[..., 3][..., None, None]).sum(2)
+    depth = z / torch.where(w > 0, w, torch.ones_like(w))
+    covered = covered & (w > 0) & (depth >= -1) & (depth <= 1)
+    return covered, depth
+
+
+def face_vertices(verts: Tensor, faces: Tensor) -> Tensor:
+    """verts (B, V, D), faces (B, F, 3) with -1 padding -> (B, F, 3, D) (padding rows read vertex 0)."""
+    idx = faces.clamp(min=0).long()
+    b = torch.arange(verts.shape[0], device=verts.device)[:, None, None]
+    return verts[b, idx]
+
+
+def rasterize_reference(verts: Tensor, faces: Tensor, height: int, width: int, cull_backfaces: bool = False,
+                        face_chunk: int = 512) -> Fragments:
+    """verts (B, V, 4) clip coordinates; faces (B, F, 3) integer, rows of -1 are padding.
+
+    Brute force, O(F * H * W) work in chunks of ``face_chunk`` faces (O(face_chunk * H * W) memory).
+    """
+    B = verts.shape[0]
+    px, py = pixel_centres(height, width, verts)
+    best = torch.full((B, height, width), float("inf"), dtype=verts.dtype, device=verts.device)
+    face_id = torch.full((B, height, width), -1, dtype=torch.int32, device=verts.device)
+    with torch.no_grad():
+        for f0 in range(0, faces.shape[1], face_chunk):
+            fc = faces[:, f0:f0 + face_chunk]
+            covered, depth = _coverage_chunk(face_vertices(verts, fc), (fc >= 0).all(-1), px, py, cull_backfaces)
+            depth = torch.where(covered, depth, torch.full_like(depth, float("inf")))
+            arg = depth.argmin(1)  # argmin returns the first (lowest) index among equal depths
+            d_min = depth.gather(1, arg[:, None])[:, 0]
+            better = d_min < best  # strict: earlier chunks (lower indices) keep ties
+            best = torch.where(better, d_min, best)
+            face_id = torch.where(better, (arg + f0).to(torch.int32), face_id)
+    if faces.shape[1] == 0:  # zero faces: all background
+        zero = verts.sum() * 0  # keeps the graph connected to verts
+        return Fragments(face_id, torch.zeros(B, height, width, 3, dtype=verts.dtype, device=verts.device) + zero,
+                         torch.ones(B, height, width, dtype=verts.dtype, device=verts.device) + zero)
+    # Differentiable recomputation of bary and depth on the visible faces.
+    hit = face_id >= 0
+    tri = face_vertices(verts, faces.gather(1, face_id.clamp(min=0).long().reshape(B, -1, 1).expand(-1, -1, 3)))
+    tri = tri.reshape(B, height, width, 3, 4)
+    e, _ = edge_coefficients(tri)
+    ev = e[..., 0] * px[..., None] + e[..., 1] * py[..., None] + e[..., 2]  # (B, H, W, 3)
+    total = ev.sum(-1, keepdim=True)
+    total = torch.where(hit[..., None], total, torch.ones_like(total))
+    bary = torch.where(hit[..., None], ev / total, torch.zeros_like(ev))
+    z = (bary * tri[..., 2]).sum(-1)
+    w = (bary * tri[..., 3]).sum(-1)
+    depth = torch.where(hit, z / torch.where(hit, w, torch.ones_like(w)), torch.ones_like(z))
+    return Fragments(face_id, bary, depth)
+
+
+def interpolate_reference(attr: Tensor, frags: Fragments, faces: Tensor) -> Tensor:
+    """attr (B, V, C) -> (B, H, W, C): sum_k bary_k attr[face vertex k]; 0 in background."""
+    B, H, W = frags.face_id.shape
+    fid = frags.face_id.clamp(min=0).long().reshape(B, -1, 1).expand(-1, -1, 3)
+    tri = face_vertices(attr, faces.gather(1, fid)).reshape(B, H, W, 3, -1)
+    out = (frags.bary[..., None] * tri).sum(-2)
+    return torch.where((frags.face_id >= 0)[..., None], out, torch.zeros_like(out))
