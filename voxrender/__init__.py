@@ -19,22 +19,27 @@ from .geometry import (
     rotation_z,
     transform_points,
 )
+from .ops.rasterize import interpolate, rasterize
 from .ops.volume_projection import VolumeProjector, project_volume
+from .reference.rasterize import Fragments
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
+    "Fragments",
     "VolumeProjector",
     "available_backends",
     "depth_to_points",
     "euler_to_rotation",
     "grid_mesh_faces",
+    "interpolate",
     "inverse_transform_points",
     "look_at",
     "normals_from_depth",
     "perspective",
     "project_volume",
+    "rasterize",
     "rotation_from_angles",
     "rotation_x",
     "rotation_y",

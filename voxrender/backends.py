@@ -35,6 +35,13 @@ PRIORITY = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpu", "torch")}
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
+# Backends each op has so far (the rasterization ops get their C++ / CUDA / Triton kernels next).
+IMPLEMENTED = {
+    "project_volume": BACKENDS,
+    "rasterize": ("torch",),
+    "interpolate": ("torch",),
+}
+
 _context_stack: list[str] = []
 
 
@@ -102,9 +109,12 @@ def _import_triton() -> str:
     return ""
 
 
-def not_supported_reasons(backend: str, device: torch.device, dtype: torch.dtype) -> list[str]:
-    """Why ``backend`` cannot run an op on tensors of this device and dtype (empty list: it can)."""
+def not_supported_reasons(backend: str, device: torch.device, dtype: torch.dtype,
+                          op: str = "project_volume") -> list[str]:
+    """Why ``backend`` cannot run ``op`` on tensors of this device and dtype (empty list: it can)."""
     reasons: list[str] = []
+    if backend not in IMPLEMENTED[op]:
+        return [f"{op} has no {backend} implementation yet (available: {', '.join(IMPLEMENTED[op])})"]
     if backend == "torch":
         return reasons
     if dtype not in FLOAT_DTYPES:
@@ -146,19 +156,20 @@ def select_backend(op: str, device: torch.device, dtype: torch.dtype, backend: s
     """Chooses the backend that runs ``op`` (see the module docstring for the rules)."""
     name, source = requested_backend(backend)
     if name is not None:
-        reasons = not_supported_reasons(name, device, dtype)
+        reasons = not_supported_reasons(name, device, dtype, op)
         if reasons:
             raise RuntimeError(
                 f"{op}: backend {name!r} (requested by {source}) cannot run here: " + "; ".join(reasons)
             )
         return name
     for candidate in PRIORITY.get(device.type, ("torch",)):
-        if not not_supported_reasons(candidate, device, dtype):
+        if not not_supported_reasons(candidate, device, dtype, op):
             return candidate
     return "torch"
 
 
-def available_backends(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, list[str]]:
-    """{backend: reasons it cannot run} for tensors of this device and dtype (empty list = available)."""
+def available_backends(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                       op: str = "project_volume") -> dict[str, list[str]]:
+    """{backend: reasons it cannot run ``op``} for tensors of this device and dtype (empty list = available)."""
     device = torch.device(device)
-    return {b: not_supported_reasons(b, device, dtype) for b in BACKENDS}
+    return {b: not_supported_reasons(b, device, dtype, op) for b in BACKENDS}

@@ -40,18 +40,19 @@ def cmd_info(args) -> int:
           f"{backends.ENV_VAR}={__import__('os').environ.get(backends.ENV_VAR, '') or '(unset)'}")
     print()
     devices = ["cpu"] + (["cuda"] if cuda else [])
-    for dev in devices:
-        d = torch.device(dev)
-        try:
-            chosen = backends.select_backend("project_volume", d, torch.float32)
-        except (RuntimeError, ValueError) as e:
-            chosen = f"error: {e}"
-        print(f"project_volume on {dev}: uses {chosen}")
-        for name, reasons in backends.available_backends(d).items():
-            state = "available" if not reasons else "unavailable: " + "; ".join(reasons)
-            print(f"    {name:7s} {state}")
+    for op in backends.IMPLEMENTED:
+        for dev in devices:
+            d = torch.device(dev)
+            try:
+                chosen = backends.select_backend(op, d, torch.float32)
+            except (RuntimeError, ValueError) as e:
+                chosen = f"error: {e}"
+            print(f"{op} on {dev}: uses {chosen}")
+            for name, reasons in backends.available_backends(d, op=op).items():
+                state = "available" if not reasons else "unavailable: " + "; ".join(reasons)
+                print(f"    {name:7s} {state}")
     if not cuda:
-        print("project_volume on cuda: no CUDA device here")
+        print("(no CUDA device here: the cuda and triton backends are listed for CPU tensors only)")
     return 0
 
 
