@@ -103,21 +103,21 @@ def test_automatic_choice_on_cpu():
 def test_selection_order(monkeypatch):
     dev, dt = torch.device("cpu"), torch.float32
     monkeypatch.setenv(backends.ENV_VAR, "torch")
-    assert backends.select_backend("op", dev, dt) == "torch"
+    assert backends.select_backend("project_volume", dev, dt) == "torch"
     with vr.use_backend("cuda"):
         # context beats the environment, and an explicit request that cannot run raises
         with pytest.raises(RuntimeError, match="use_backend"):
-            backends.select_backend("op", dev, dt)
+            backends.select_backend("project_volume", dev, dt)
         # the argument beats the context
-        assert backends.select_backend("op", dev, dt, backend="torch") == "torch"
+        assert backends.select_backend("project_volume", dev, dt, backend="torch") == "torch"
         with vr.use_backend("torch"):
-            assert backends.select_backend("op", dev, dt) == "torch"
+            assert backends.select_backend("project_volume", dev, dt) == "torch"
     monkeypatch.setenv(backends.ENV_VAR, "cuda")
     with pytest.raises(RuntimeError, match=backends.ENV_VAR):
-        backends.select_backend("op", dev, dt)
+        backends.select_backend("project_volume", dev, dt)
     monkeypatch.setenv(backends.ENV_VAR, "opengl")
     with pytest.raises(ValueError, match=backends.ENV_VAR):
-        backends.select_backend("op", dev, dt)
+        backends.select_backend("project_volume", dev, dt)
     with pytest.raises(ValueError, match="use_backend"):
         with vr.use_backend("opengl"):
             pass
