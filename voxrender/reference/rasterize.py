@@ -105,11 +105,22 @@ def rasterize_reference(verts: Tensor, faces: Tensor, height: int, width: int, c
             better = d_min < best  # strict: earlier chunks (lower indices) keep ties
             best = torch.where(better, d_min, best)
             face_id = torch.where(better, (arg + f0).to(torch.int32), face_id)
+    return fragments_from_face_ids(verts, faces, face_id)
+
+
+def fragments_from_face_ids(verts: Tensor, faces: Tensor, face_id: Tensor) -> Fragments:
+    """Perspective-correct ``bary`` and ``depth`` of the visible faces, from the visibility ``face_id``.
+
+    Plain differentiable torch ops on the (B, H, W) gathered triangles: autograd gives the exact
+    derivatives with respect to ``verts`` with the visibility held fixed, in O(pixels). Every backend's
+    visibility pass ends here, so they share one formula for the differentiable part.
+    """
+    B, height, width = face_id.shape
     if faces.shape[1] == 0:  # zero faces: all background
         zero = verts.sum() * 0  # keeps the graph connected to verts
         return Fragments(face_id, torch.zeros(B, height, width, 3, dtype=verts.dtype, device=verts.device) + zero,
                          torch.ones(B, height, width, dtype=verts.dtype, device=verts.device) + zero)
-    # Differentiable recomputation of bary and depth on the visible faces.
+    px, py = pixel_centres(height, width, verts)
     hit = face_id >= 0
     tri = face_vertices(verts, faces.gather(1, face_id.clamp(min=0).long().reshape(B, -1, 1).expand(-1, -1, 3)))
     tri = tri.reshape(B, height, width, 3, 4)
