@@ -60,7 +60,7 @@ def test_large_image_runs_without_a_size_cap():
         (lambda: vr.rasterize(TRI, FACES.to("meta"), 8), ValueError, "faces"),
         (lambda: vr.rasterize(TRI, FACES, 0), ValueError, "image_size"),
         (lambda: vr.rasterize(TRI, FACES, 8, backend="opengl"), ValueError, "backend"),
-        (lambda: vr.rasterize(TRI, FACES, 8, backend="cpu"), RuntimeError, "no cpu implementation"),
+        (lambda: vr.rasterize(TRI, FACES, 8, backend="cuda"), RuntimeError, "no cuda implementation"),
         (lambda: vr.interpolate(torch.rand(3, 2).long(), vr.rasterize(TRI, FACES, 8), FACES), TypeError, "attr"),
         (lambda: vr.interpolate(torch.rand(2, 3, 2), vr.rasterize(TRI, FACES, 8), FACES), ValueError, "attr"),
         (lambda: vr.interpolate(torch.rand(3, 2), (1, 2, 3), FACES), TypeError, "frags"),
@@ -69,3 +69,46 @@ def test_large_image_runs_without_a_size_cap():
 def test_bad_input_names_the_argument(call, exc, words):
     with pytest.raises(exc, match=words):
         call()
+
+
+def _cpu_or_skip():
+    from voxrender import backends
+
+    reasons = backends.not_supported_reasons("cpu", torch.device("cpu"), torch.float32, op="rasterize")
+    if reasons:
+        pytest.skip("; ".join(reasons))
+
+
+def test_cpu_backend_matches_reference_with_gradients():
+    _cpu_or_skip()
+    g = torch.Generator().manual_seed(4)
+    verts = torch.randn(2, 40, 4, generator=g, dtype=torch.float64)
+    verts[..., 3] = verts[..., 3].abs() + 0.5
+    faces = torch.randint(0, 40, (2, 25, 3), generator=g)
+    results = []
+    for backend in ("torch", "cpu"):
+        v = verts.clone().requires_grad_()
+        frags = vr.rasterize(v, faces, (13, 17), backend=backend)
+        (frags.bary.square().sum() + frags.depth.sum()).backward()
+        results.append((frags, v.grad))
+    (ref, g_ref), (out, g_out) = results
+    assert torch.equal(out.face_id, ref.face_id)
+    torch.testing.assert_close(out.bary, ref.bary, rtol=0, atol=0)
+    torch.testing.assert_close(out.depth, ref.depth, rtol=0, atol=0)
+    torch.testing.assert_close(g_out, g_ref)
+    assert vr.rasterize(verts, faces, (13, 17)).face_id.equal(out.face_id)  # automatic choice: cpu
+
+
+def test_cpu_backend_opcheck_and_compile():
+    _cpu_or_skip()
+    g = torch.Generator().manual_seed(5)
+    verts = torch.randn(2, 30, 4, generator=g, dtype=torch.float64)
+    verts[..., 3] = verts[..., 3].abs() + 1
+    faces = torch.randint(0, 30, (2, 10, 3), generator=g)
+    torch.library.opcheck(torch.ops.voxrender.rasterize_face_ids.default, (verts, faces, 9, 11, False))
+    fn = lambda v: vr.rasterize(v, faces, (9, 11), backend="cpu").depth
+    v = verts.clone().requires_grad_()
+    out = torch.compile(fn, fullgraph=True, backend="aot_eager")(v)
+    torch.testing.assert_close(out, fn(verts))
+    out.sum().backward()
+    assert v.grad.abs().sum() > 0

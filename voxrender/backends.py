@@ -35,10 +35,10 @@ PRIORITY = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpu", "torch")}
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
-# Backends each op has so far (the rasterization ops get their C++ / CUDA / Triton kernels next).
+# Backends each op has so far (rasterization: CUDA and Triton visibility kernels come next).
 IMPLEMENTED = {
     "project_volume": BACKENDS,
-    "rasterize": ("torch",),
+    "rasterize": ("torch", "cpu"),
     "interpolate": ("torch",),
 }
 

@@ -29,6 +29,12 @@ def _backward_fake(grad_out, out, aux, density, features, rotation, height, widt
 register_projection_autograd("voxrender::project_volume_forward", _ops.project_volume_backward)
 
 
+@torch.library.register_fake("voxrender::rasterize_face_ids")
+def _rasterize_fake(verts, faces, height, width, cull_backfaces):
+    b = verts.shape[0]
+    return verts.new_empty(b, height, width, dtype=torch.int32), verts.new_empty(b, height, width)
+
+
 def project_volume_cpp(density, features, rotation, height, width, n_samples, mode, tau, camera):
     """The ``cpu`` and ``cuda`` backends: the same op, dispatched by the tensors' device."""
     out, _ = _ops.project_volume_forward(density, features, rotation, height, width, n_samples, mode, tau,

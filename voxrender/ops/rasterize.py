@@ -1,8 +1,9 @@
 """``voxrender.rasterize`` and ``voxrender.interpolate``: argument checks, shapes, backend choice.
 
 Conventions and the exact coverage rules: :mod:`voxrender.reference.rasterize` (and
-``../shared/specs/rasterization.md``). For now only the ``torch`` backend (the brute-force reference,
-O(faces x pixels)) exists; the C++, CUDA and Triton rasterizers come next and plug in here.
+``../shared/specs/rasterization.md``). Backends so far: ``torch`` (the brute-force reference,
+O(faces x pixels)) and ``cpu`` (a binned C++ visibility pass, O(faces + pixels), then the reference's
+differentiable barycentrics on the visible faces); CUDA and Triton come next and plug in here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .. import backends
-from ..reference.rasterize import Fragments, interpolate_reference, rasterize_reference
+from ..reference.rasterize import Fragments, fragments_from_face_ids, interpolate_reference, rasterize_reference
 
 # Elements of the (faces x pixels) intermediate the reference may hold at once (chunking over faces),
 # so that large images run in bounded memory instead of hitting a hidden cap.
@@ -59,8 +60,9 @@ def _check_faces(faces, batch: int, n_verts: int, device) -> Tensor:
         raise ValueError(f"faces: expected (F, 3) or (B, F, 3), got {tuple(faces.shape)}")
     if faces.shape[0] != batch:
         raise ValueError(f"faces: batch of {faces.shape[0]} does not match verts' batch of {batch}")
-    if faces.numel():
-        # One min/max per call: cheap, and out-of-range indices never reach a kernel.
+    if faces.numel() and not torch.compiler.is_compiling():
+        # One min/max per call: cheap, and out-of-range indices never reach a kernel. (Under
+        # torch.compile the values are not known while tracing; the C++ op checks them itself.)
         lo, hi = int(faces.min()), int(faces.max())
         if lo < -1 or hi >= n_verts:
             raise ValueError(f"faces: indices must lie in [0, {n_verts - 1}] (or -1 for a padding row), "
@@ -99,9 +101,14 @@ def rasterize(verts: Tensor, faces: Tensor, image_size, *, cull_backfaces: bool 
     h, w = _image_size(image_size)
     if backend is not None:
         backends.check_backend_name(backend)
-    backends.select_backend("rasterize", verts.device, verts.dtype, backend)  # torch is the only one so far
-    chunk = max(1, _REFERENCE_BUDGET // (h * w))
-    return rasterize_reference(verts, faces, h, w, cull_backfaces=bool(cull_backfaces), face_chunk=chunk)
+    name = backends.select_backend("rasterize", verts.device, verts.dtype, backend)
+    if name == "torch":
+        chunk = max(1, _REFERENCE_BUDGET // (h * w))
+        return rasterize_reference(verts, faces, h, w, cull_backfaces=bool(cull_backfaces), face_chunk=chunk)
+    # The C++ visibility pass (binned, O(faces + pixels)); bary and depth then come from the same
+    # differentiable formula as the reference's, on the visible faces only.
+    face_id, _ = torch.ops.voxrender.rasterize_face_ids(verts.detach(), faces, h, w, bool(cull_backfaces))
+    return fragments_from_face_ids(verts, faces, face_id)
 
 
 def interpolate(attr: Tensor, frags: Fragments, faces: Tensor, *, backend: str | None = None) -> Tensor:

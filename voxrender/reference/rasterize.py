@@ -48,11 +48,23 @@ def pixel_centres(height: int, width: int, like: Tensor) -> tuple[Tensor, Tensor
     return x, y
 
 
+def cross(u: Tensor, v: Tensor) -> Tensor:
+    """u x v with every product rounded on its own: u1 v2 - u2 v1, u2 v0 - u0 v2, u0 v1 - u1 v0.
+
+    Not torch.cross: ATen's CPU kernel may contract a component into one FMA, and then the two faces
+    sharing an edge no longer compute exact negatives of its edge function, which opens cracks along
+    shared edges. Separate elementwise ops round each product, so swapping u and v negates exactly.
+    """
+    u0, u1, u2 = u.unbind(-1)
+    v0, v1, v2 = v.unbind(-1)
+    return torch.stack([u1 * v2 - u2 * v1, u2 * v0 - u0 * v2, u0 * v1 - u1 * v0], -1)
+
+
 def edge_coefficients(tri: Tensor) -> tuple[Tensor, Tensor]:
     """tri (..., 3, 4) clip-space vertices -> edge coefficients (..., 3, 3) [k, (a, b, c)] and det (...)."""
     h = tri[..., [0, 1, 3]]  # homogeneous 2D coordinates (x, y, w)
     h0, h1, h2 = h[..., 0, :], h[..., 1, :], h[..., 2, :]
-    e = torch.stack([torch.cross(h1, h2, dim=-1), torch.cross(h2, h0, dim=-1), torch.cross(h0, h1, dim=-1)], -2)
+    e = torch.stack([cross(h1, h2), cross(h2, h0), cross(h0, h1)], -2)
     det = (e[..., 0, :] * h0).sum(-1)
     return e, det
 

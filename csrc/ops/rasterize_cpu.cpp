@@ -1,0 +1,176 @@
+// CPU kernel of rasterize_face_ids: the hard z-buffer pass of voxrender.rasterize (face ids and z/w depth;
+// barycentrics and gradients are recomputed in Python from face_id).
+//
+// Binned, O(faces + pixels) per image: (1) set up every face once (edge coefficients, conservative pixel
+// bounding box; at::parallel_for over faces); (2) per batch item, bin the faces into bands of kBandRows
+// image rows, in face-index order (counting sort, no fixed-size bins, nothing dropped); (3) at::parallel_for
+// over (item, band) pairs: each band runs its faces in index order over bbox ∩ band with the band's rows of
+// the outputs as z-buffer, replacing only on strictly smaller depth, so the lower face index wins ties.
+// Deterministic. Math: csrc/include/voxrender/raster.h, which mirrors the reference's arithmetic exactly
+// (hence fp-contract off here: no FMA contraction of the edge functions).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/aminmax.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/tensor.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "voxrender/raster.h"
+
+namespace voxrender {
+namespace {
+
+constexpr int kBandRows = 16;
+
+template <typename T>
+void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H, int W, bool cull,
+                        at::Tensor& face_id, at::Tensor& depth) {
+  const int64_t B = verts.size(0), V = verts.size(1), F = faces.size(1);
+  const T* vp = verts.data_ptr<T>();
+  const int64_t* fp = faces.data_ptr<int64_t>();
+  int32_t* out_id = face_id.data_ptr<int32_t>();
+  T* out_d = depth.data_ptr<T>();
+  const int64_t plane = int64_t(H) * W;
+  const int nbands = (H + kBandRows - 1) / kBandRows;
+
+  // Pixel centres, computed as the reference does.
+  std::vector<T> px(W), py(H);
+  for (int j = 0; j < W; ++j) px[j] = pixel_centre<T>(j, W);
+  for (int i = 0; i < H; ++i) py[i] = pixel_centre<T>(i, H);
+
+  // (1) Face setup.
+  std::vector<FaceSetup<T>> setup(size_t(B * F));
+  at::parallel_for(0, B * F, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t b = g / F;
+      const int64_t* idx = fp + 3 * g;
+      const bool valid = idx[0] >= 0 && idx[1] >= 0 && idx[2] >= 0;
+      const T* base = vp + b * V * 4;
+      const T* v0 = base + 4 * (valid ? idx[0] : 0);
+      const T* v1 = base + 4 * (valid ? idx[1] : 0);
+      const T* v2 = base + 4 * (valid ? idx[2] : 0);
+      if (V == 0) {  // only padding rows can reach here (indices were checked)
+        FaceSetup<T> f{};
+        f.live = false, f.row0 = 1, f.row1 = 0;
+        setup[size_t(g)] = f;
+        continue;
+      }
+      setup[size_t(g)] = setup_face<T>(v0, v1, v2, valid, cull, H, W);
+    }
+  });
+
+  // (2) Binning per item: band_start[b][k] .. band_start[b][k + 1] index bin_faces[b].
+  std::vector<std::vector<int64_t>> band_start(size_t(B), std::vector<int64_t>(size_t(nbands) + 1, 0));
+  std::vector<std::vector<int32_t>> bin_faces(static_cast<size_t>(B));
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      auto& start = band_start[size_t(b)];
+      const FaceSetup<T>* fs = setup.data() + b * F;
+      for (int64_t f = 0; f < F; ++f) {
+        if (!fs[f].live) continue;
+        for (int k = fs[f].row0 / kBandRows; k <= fs[f].row1 / kBandRows; ++k) ++start[size_t(k) + 1];
+      }
+      for (int k = 0; k < nbands; ++k) start[size_t(k) + 1] += start[size_t(k)];
+      auto& list = bin_faces[size_t(b)];
+      list.resize(size_t(start[size_t(nbands)]));
+      std::vector<int64_t> fill(start.begin(), start.end() - 1);
+      for (int64_t f = 0; f < F; ++f) {
+        if (!fs[f].live) continue;
+        for (int k = fs[f].row0 / kBandRows; k <= fs[f].row1 / kBandRows; ++k) list[size_t(fill[size_t(k)]++)] = int32_t(f);
+      }
+    }
+  });
+
+  // (3) Rasterize bands.
+  at::parallel_for(0, B * nbands, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / nbands;
+      const int band = int(task % nbands);
+      const int r_lo = band * kBandRows, r_hi = std::min(H, r_lo + kBandRows) - 1;
+      int32_t* id = out_id + b * plane;
+      T* zb = out_d + b * plane;
+      std::fill(id + int64_t(r_lo) * W, id + int64_t(r_hi + 1) * W, int32_t(-1));
+      std::fill(zb + int64_t(r_lo) * W, zb + int64_t(r_hi + 1) * W, std::numeric_limits<T>::infinity());
+      const FaceSetup<T>* fs = setup.data() + b * F;
+      const auto& start = band_start[size_t(b)];
+      const int32_t* list = bin_faces[size_t(b)].data();
+      for (int64_t e = start[size_t(band)]; e < start[size_t(band) + 1]; ++e) {
+        const int32_t fi = list[e];
+        const FaceSetup<T>& f = fs[fi];
+        const int i0 = std::max(f.row0, r_lo), i1 = std::min(f.row1, r_hi);
+        for (int i = i0; i <= i1; ++i) {
+          const T y = py[size_t(i)];
+          int32_t* idr = id + int64_t(i) * W;
+          T* zr = zb + int64_t(i) * W;
+          for (int j = f.col0; j <= f.col1; ++j) {
+            T d;
+            if (cover_pixel(f, px[size_t(j)], y, &d) && d < zr[j]) {
+              zr[j] = d;
+              idr[j] = fi;
+            }
+          }
+        }
+      }
+      for (int64_t p = int64_t(r_lo) * W; p < int64_t(r_hi + 1) * W; ++p)
+        if (id[p] < 0) zb[p] = T(1);  // background: the far plane
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> rasterize_face_ids_cpu(const at::Tensor& verts_in, const at::Tensor& faces_in,
+                                                          int64_t height, int64_t width, bool cull_backfaces) {
+  TORCH_CHECK_VALUE(verts_in.dim() == 3 && verts_in.size(2) == 4, "verts: expected (B, V, 4), got ",
+                    verts_in.sizes());
+  TORCH_CHECK_TYPE(verts_in.scalar_type() == at::kFloat || verts_in.scalar_type() == at::kDouble,
+                   "verts: expected float32 or float64, got ", verts_in.scalar_type());
+  TORCH_CHECK_VALUE(faces_in.dim() == 3 && faces_in.size(2) == 3, "faces: expected (B, F, 3), got ",
+                    faces_in.sizes());
+  TORCH_CHECK_TYPE(faces_in.scalar_type() == at::kLong || faces_in.scalar_type() == at::kInt,
+                   "faces: expected int64 or int32, got ", faces_in.scalar_type());
+  const int64_t B = verts_in.size(0), V = verts_in.size(1), F = faces_in.size(1);
+  TORCH_CHECK_VALUE(faces_in.size(0) == B, "faces: expected batch size ", B, " (that of verts), got ",
+                    faces_in.size(0));
+  TORCH_CHECK_VALUE(faces_in.device() == verts_in.device(), "faces: expected device ", verts_in.device(), ", got ",
+                    faces_in.device());
+  TORCH_CHECK_VALUE(height >= 1 && width >= 1, "image_size: expected positive sizes, got (", height, ", ", width,
+                    ")");
+  TORCH_CHECK_VALUE(height <= (int64_t(1) << 30) && width <= (int64_t(1) << 30),
+                    "image_size: at most 2^30 per side is supported, got (", height, ", ", width, ")");
+  TORCH_CHECK_VALUE(F < (int64_t(1) << 31), "faces: at most 2^31 - 1 faces per item are supported, got ", F);
+  const at::Tensor verts = verts_in.contiguous();
+  const at::Tensor faces = faces_in.to(at::kLong).contiguous();
+  if (faces.numel() > 0) {
+    const auto mm = at::aminmax(faces);
+    const int64_t lo = std::get<0>(mm).item<int64_t>(), hi = std::get<1>(mm).item<int64_t>();
+    TORCH_CHECK_VALUE(lo >= -1 && hi < V, "faces: indices must be in [0, ", V,
+                      ") or -1 for padding rows, got values in [", lo, ", ", hi, "]");
+  }
+  at::Tensor face_id = at::empty({B, height, width}, verts.options().dtype(at::kInt));
+  at::Tensor depth = at::empty({B, height, width}, verts.options());
+  if (B == 0) return {face_id, depth};
+  AT_DISPATCH_FLOATING_TYPES(verts.scalar_type(), "rasterize_face_ids_cpu", [&] {
+    rasterize_cpu_impl<scalar_t>(verts, faces, int(height), int(width), cull_backfaces, face_id, depth);
+  });
+  return {face_id, depth};
+}
+
+}  // namespace
+}  // namespace voxrender
+
+TORCH_LIBRARY_FRAGMENT(voxrender, m) {
+  m.def("rasterize_face_ids(Tensor verts, Tensor faces, int height, int width, bool cull_backfaces) -> "
+        "(Tensor face_id, Tensor depth)");
+}
+
+TORCH_LIBRARY_IMPL(voxrender, CPU, m) { m.impl("rasterize_face_ids", &voxrender::rasterize_face_ids_cpu); }
