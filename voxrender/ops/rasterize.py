@@ -8,29 +8,16 @@ differentiable barycentrics on the visible faces); CUDA and Triton come next and
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor
 
 from .. import backends
 from ..reference.rasterize import Fragments, fragments_from_face_ids, interpolate_reference, rasterize_reference
+from .volume_projection import image_size_arg
 
 # Elements of the (faces x pixels) intermediate the reference may hold at once (chunking over faces),
 # so that large images run in bounded memory instead of hitting a hidden cap.
 _REFERENCE_BUDGET = 1 << 23
-
-
-def _image_size(image_size) -> tuple[int, int]:
-    size = (image_size, image_size) if isinstance(image_size, numbers.Integral) else image_size
-    try:
-        h, w = size
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size: expected an int or (H, W), got {image_size!r}") from None
-    for s in (h, w):
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
-            raise ValueError(f"image_size: expected positive integers, got {image_size!r}")
-    return int(h), int(w)
 
 
 def _check_verts(verts) -> Tensor:
@@ -98,7 +85,7 @@ def rasterize(verts: Tensor, faces: Tensor, image_size, *, cull_backfaces: bool 
     verts = _check_verts(verts)
     batch = verts.shape[0]
     faces = _check_faces(faces, batch, verts.shape[1], verts.device)
-    h, w = _image_size(image_size)
+    h, w = image_size_arg(image_size)
     if backend is not None:
         backends.check_backend_name(backend)
     name = backends.select_backend("rasterize", verts.device, verts.dtype, backend)

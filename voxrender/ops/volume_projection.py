@@ -83,7 +83,7 @@ def project_volume(
         backends.check_backend_name(backend)
     rotation = _pose(rotation, azimuth, elevation, b, dev, dtype)
     features = _check_features(features, mode, density)
-    ho, wo = _image_size(image_size, (h, w))
+    ho, wo = image_size_arg(image_size, (h, w))
     k = d if n_samples is None else n_samples
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"n_samples: expected an integer >= 1, got {n_samples!r}")
@@ -187,14 +187,15 @@ def _check_features(features, mode: str, density: Tensor) -> Tensor | None:
     return features.to(density.dtype)
 
 
-def _image_size(image_size, default: tuple[int, int]) -> tuple[int, int]:
-    if image_size is None:
+def image_size_arg(image_size, default: tuple[int, int] | None = None) -> tuple[int, int]:
+    """An ``image_size`` argument (int or (H, W), positive) as (H, W); None gives ``default``."""
+    if image_size is None and default is not None:
         return default
     size = (image_size, image_size) if isinstance(image_size, numbers.Integral) else image_size
     try:
         ho, wo = size
     except (TypeError, ValueError):
-        raise ValueError(f"image_size: expected an int or (Ho, Wo), got {image_size!r}") from None
+        raise ValueError(f"image_size: expected an int or (H, W), got {image_size!r}") from None
     for s in (ho, wo):
         if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
             raise ValueError(f"image_size: expected positive integers, got {image_size!r}")
