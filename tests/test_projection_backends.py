@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import voxrender as vr
-from vr_testing import backend_or_skip, needs_cuda, tol
+from vr_testing import assert_backward_refuses_determinism, backend_or_skip, needs_cuda, tol
 
 MODES = ["absorption", "sum", "max", "emission_absorption"]
 PROJECTIONS = ["orthographic", "perspective"]
@@ -286,11 +286,4 @@ def test_cpu_backward_is_deterministic():
 @pytest.mark.gpu
 def test_cuda_backward_alerts_in_deterministic_mode():
     backend_or_skip("cuda", "cuda")
-    dens = torch.rand(1, 4, 4, 4, device="cuda", requires_grad=True)
-    out = vr.project_volume(dens, backend="cuda")
-    try:
-        torch.use_deterministic_algorithms(True)
-        with pytest.raises(RuntimeError, match="deterministic"):
-            out.sum().backward()
-    finally:
-        torch.use_deterministic_algorithms(False)
+    assert_backward_refuses_determinism("cuda", "cuda")

@@ -243,11 +243,6 @@ def test_torch_compile_fullgraph_triton():
 
 
 def test_deterministic_mode_refuses_the_atomic_backward():
-    dens = torch.rand(1, 4, 4, 4, device=DEVICE, requires_grad=True)
-    out = voxrender.project_volume(dens, backend="triton")
-    try:
-        torch.use_deterministic_algorithms(True)
-        with pytest.raises(RuntimeError, match="deterministic"):
-            out.sum().backward()
-    finally:
-        torch.use_deterministic_algorithms(False)
+    from vr_testing import assert_backward_refuses_determinism
+
+    assert_backward_refuses_determinism("triton", DEVICE)
