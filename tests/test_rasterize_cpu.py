@@ -1,7 +1,9 @@
 """The C++ CPU kernel torch.ops.voxrender.rasterize_face_ids against the reference rasterizer.
 
-The kernel mirrors the reference's arithmetic operation by operation, so face ids agree exactly (float64
-everywhere; float32 is allowed a tiny fraction of pixels, none observed), and depth agrees to rounding.
+The kernel mirrors the reference's arithmetic operation by operation (the exact fixed-point coverage of faces
+in front of the camera, the float homogeneous path of faces crossing w = 0), so face ids agree exactly
+(float64 everywhere; float32 is allowed a tiny fraction of pixels, none observed), and depth agrees to
+rounding.
 """
 
 import pytest
@@ -112,16 +114,10 @@ def test_dense_grid_mesh(dtype):
     for (h, w) in [(48, 48), (37, 53)]:
         for cull in (False, True):
             fid, _ = assert_matches_reference(verts, faces, h, w, cull)
-            inner = (fid[:, 1:-1, 1:-1] >= 0).float().mean()
-            if (h, w) != (48, 48):
-                # Watertight: shared edges are split exactly (the fill rule on exactly negated edge
-                # functions), so the mesh leaves no hole inside its outline.
-                assert inner == 1
-            else:
-                # Known limit: rendered at its own resolution every vertex sits on a pixel centre, where
-                # the signs of the incident edges' functions are decided by rounding and can disagree
-                # (about 2% of such pixels stay empty). Snapped fixed-point coverage would close them.
-                assert inner > 0.97
+            # Watertight, also at (48, 48) where every vertex sits exactly on a pixel centre: coverage is
+            # decided by exact fixed-point edge functions, so the fill rule holds along shared edges and
+            # at shared vertices alike.
+            assert bool((fid[:, 1:-1, 1:-1] >= 0).all())
 
 
 def test_fill_rule_split_quads_cover_each_pixel_once():
@@ -187,3 +183,14 @@ def test_bad_inputs():
         op(verts, bad, 8, 8)
     with pytest.raises(ValueError, match="image_size"):
         op(verts, faces, 0, 8)
+
+
+def test_guard_band_faces_take_the_float_path():
+    """Faces with a vertex far off screen (beyond the fixed-point guard band) or crossing w = 0 use the
+    float homogeneous edge functions; next to fixed-point faces, all agree with the reference."""
+    big = torch.tensor([[[-0.5, -0.5, 0.0, 1.0], [3e6, -0.4, 0.1, 1.0], [0.2, 0.7, 0.2, 1.0],
+                         [-0.9, 0.2, 0.3, 1.0], [0.1, -0.9, 0.2, 1.0], [0.8, 0.9, -0.1, -0.5]]], dtype=F64)
+    faces = torch.tensor([[[0, 1, 2], [3, 4, 2], [3, 4, 5]]])
+    for dtype in (torch.float32, torch.float64):
+        fid, _ = assert_matches_reference(big.to(dtype), faces, 31, 29, False, min_equal=1.0)
+        assert set(fid.unique().tolist()) >= {0, 1}

@@ -3,7 +3,8 @@
 import torch
 
 import voxrender as vr
-from voxrender.reference.rasterize import interpolate_reference, rasterize_reference
+from voxrender.reference.rasterize import (_coverage_chunk, face_vertices, interpolate_reference, pixel_centres,
+                                          rasterize_reference)
 
 F64 = torch.float64
 
@@ -121,6 +122,29 @@ def test_fill_rule_split_quads_cover_each_pixel_once():
                 assert bool(union[:, 4].all()), name  # the shared edge x = 0 runs through column 4
             else:
                 assert counts[4, 4] == 1  # the shared vertex sits on the centre pixel
+
+
+def test_depth_map_mesh_with_vertices_on_pixel_centres_is_covered_once():
+    """A depth map's mesh, re-rendered by the camera that took it, has a vertex exactly on every pixel
+    centre (up to rounding of the back-projection). Every pixel centre inside the mesh's outline (all but
+    the last row and column, which lie on its bottom and right edges) is covered by exactly one face, in
+    float32 and float64: coverage is exact fixed-point arithmetic, where float edge functions disagree in
+    sign at shared vertices and leave holes."""
+    h, w = 13, 17
+    K = torch.tensor([[20.0, 0, (w - 1) / 2], [0, 22.0, (h - 1) / 2], [0, 0, 1]], dtype=F64)
+    g = torch.Generator().manual_seed(3)
+    depth = 1 + 0.2 * torch.rand(1, h, w, generator=g, dtype=F64)
+    pts = vr.depth_to_points(depth, K).reshape(1, -1, 3)
+    P = vr.perspective(K, (h, w), near=0.1, far=10.0)
+    verts = torch.cat([pts, torch.ones_like(pts[..., :1])], -1) @ P.T
+    faces = vr.grid_mesh_faces(h, w)[None]
+    for dtype in (torch.float32, torch.float64):
+        px, py = pixel_centres(h, w, verts.to(dtype))
+        covered, _ = _coverage_chunk(face_vertices(verts.to(dtype), faces), (faces >= 0).all(-1), px, py, False)
+        counts = covered.sum(1)[0]
+        expected = torch.zeros(h, w, dtype=counts.dtype)
+        expected[:-1, :-1] = 1
+        assert torch.equal(counts, expected), dtype
 
 
 def test_depth_ties_lower_face_wins_and_culling():

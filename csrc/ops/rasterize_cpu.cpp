@@ -115,7 +115,7 @@ void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H,
           T* zr = zb + int64_t(i) * W;
           for (int j = f.col0; j <= f.col1; ++j) {
             T d;
-            if (cover_pixel(f, px[size_t(j)], y, &d) && d < zr[j]) {
+            if (cover_pixel(f, i, j, px[size_t(j)], y, &d) && d < zr[j]) {
               zr[j] = d;
               idr[j] = fi;
             }

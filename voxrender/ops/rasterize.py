@@ -92,9 +92,14 @@ def rasterize(verts: Tensor, faces: Tensor, image_size, *, cull_backfaces: bool 
     if name == "torch":
         chunk = max(1, _REFERENCE_BUDGET // (h * w))
         return rasterize_reference(verts, faces, h, w, cull_backfaces=bool(cull_backfaces), face_chunk=chunk)
-    # The C++ visibility pass (binned, O(faces + pixels)); bary and depth then come from the same
-    # differentiable formula as the reference's, on the visible faces only.
-    face_id, _ = torch.ops.voxrender.rasterize_face_ids(verts.detach(), faces, h, w, bool(cull_backfaces))
+    # A fast visibility pass (O(faces + pixels)); bary and depth then come from the same differentiable
+    # formula as the reference's, on the visible faces only.
+    if name == "triton":
+        from ..triton.rasterize import rasterize_face_ids_triton
+
+        face_id = rasterize_face_ids_triton(verts.detach(), faces, h, w, bool(cull_backfaces))
+    else:  # cpu and cuda: one C++ op, dispatched on the tensors' device
+        face_id, _ = torch.ops.voxrender.rasterize_face_ids(verts.detach(), faces, h, w, bool(cull_backfaces))
     return fragments_from_face_ids(verts, faces, face_id)
 
 
@@ -115,5 +120,12 @@ def interpolate(attr: Tensor, frags: Fragments, faces: Tensor, *, backend: str |
     faces = _check_faces(faces, batch, attr.shape[1], attr.device)
     if backend is not None:
         backends.check_backend_name(backend)
-    backends.select_backend("interpolate", attr.device, attr.dtype, backend)
-    return interpolate_reference(attr, Fragments(frags.face_id, frags.bary.to(attr.dtype), frags.depth), faces)
+    name = backends.select_backend("interpolate", attr.device, attr.dtype, backend)
+    bary = frags.bary.to(attr.dtype)
+    if name == "torch":
+        return interpolate_reference(attr, Fragments(frags.face_id, bary, frags.depth), faces)
+    if name == "triton":
+        from ..triton.interpolate import interpolate_triton
+
+        return interpolate_triton(attr, frags.face_id, bary, faces)
+    return torch.ops.voxrender.interpolate(attr, frags.face_id, bary, faces)  # cpu and cuda (C++)

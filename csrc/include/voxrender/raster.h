@@ -15,6 +15,12 @@
 //   * the cross products with each product rounded on its own, pq - rs (the reference's `cross`): then
 //     the two faces sharing an edge compute exact negatives of its edge function, so the fill rule
 //     gives every pixel centre on a shared edge to exactly one of them.
+// The float operations go through mul_rn/add_rn/sub_rn, which nvcc cannot contract into FMAs either.
+//
+// Coverage of faces entirely in front of the camera (all w > 0, within the guard band) is decided in
+// snapped fixed point with exact int64 edge functions (see the reference's docstring): then the fill rule
+// also holds at shared vertices. Faces crossing w = 0 use the float homogeneous edge functions. Depth and
+// the depth-range tests always come from the float homogeneous barycentrics.
 #pragma once
 
 #include <cmath>
@@ -30,13 +36,51 @@
 
 namespace voxrender {
 
+// Rounded float operations that no compiler may fuse into an FMA (host files also set fp-contract off).
+#if defined(__CUDA_ARCH__)
+VR_HD float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+VR_HD double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+VR_HD float add_rn(float a, float b) { return __fadd_rn(a, b); }
+VR_HD double add_rn(double a, double b) { return __dadd_rn(a, b); }
+VR_HD float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+VR_HD double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+#else
+template <typename T>
+VR_HD T mul_rn(T a, T b) { return a * b; }
+template <typename T>
+VR_HD T add_rn(T a, T b) { return a + b; }
+template <typename T>
+VR_HD T sub_rn(T a, T b) { return a - b; }
+#endif
+
+// Fixed-point coverage: 8 sub-pixel bits; a vertex farther than +-2^29 sub-pixel units (thousands of
+// image widths) sends its face to the float path, so every edge-function term stays below 2^61 in int64.
+constexpr int kSubpixelBits = 8;
+constexpr double kGuard = double(int64_t(1) << 29);
+constexpr int kMaxFixedSize = 1 << 20;  // larger images rasterize every face on the float path
+
+// Sub-pixel screen coordinate of pixel centre j: (2j + 1) * 2^(kSubpixelBits - 1).
+VR_HD int64_t pixel_centre_fixed(int j) { return int64_t(2 * j + 1) << (kSubpixelBits - 1); }
+
+// rint((coord / w + 1) * n * 2^(kSubpixelBits - 1)) in float64 (round half to even, as torch.round);
+// false when out of the guard band (or NaN).
+VR_HD bool snap(double coord, double w, int n, int64_t* out) {
+  const double s = (coord / w + 1.0) * double(int64_t(n) << (kSubpixelBits - 1));
+  if (!(fabs(s) < kGuard)) return false;
+  *out = int64_t(rint(s));
+  return true;
+}
+
+// floor(a / b) for b > 0.
+VR_HD int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
 // u x v for 3-vectors, each product rounded separately (no FMA; see the note at the top):
 // r0 = u1 v2 - u2 v1, r1 = u2 v0 - u0 v2, r2 = u0 v1 - u1 v0.
 template <typename T>
 VR_HD T diff_of_products(T p, T q, T r, T s) {
-  const T pq = p * q;
-  const T rs = r * s;
-  return pq - rs;
+  const T pq = mul_rn(p, q);
+  const T rs = mul_rn(r, s);
+  return sub_rn(pq, rs);
 }
 
 template <typename T>
@@ -50,7 +94,7 @@ VR_HD void cross3(const T* u, const T* v, T* r) {
 template <typename T>
 VR_HD T pixel_centre(int j, int n) {
   const T q = T(2 * j + 1) / T(n);
-  return T(-1) + q;
+  return add_rn(T(-1), q);
 }
 
 // A face set up for rasterization: inward-oriented edge coefficients (E_k = (a_k px + b_k py) + c_k,
@@ -62,7 +106,10 @@ struct FaceSetup {
   T z[3], w[3];
   T det;
   bool owner[3];
-  bool live;  // may cover pixels: not padding, det != 0, not culled, bbox not empty
+  bool live;  // may cover pixels: not padding, not degenerate, not culled, bbox not empty
+  bool fixed;  // coverage from the exact fixed-point edge functions below (else the float ones above)
+  int64_t A[3], B[3], C[3];  // oriented fixed-point edge k: A * PX + B * PY + C >= 0 inside
+  bool owner_fixed[3];
   int row0, row1, col0, col1;
 };
 
@@ -74,41 +121,53 @@ VR_HD void edge_coefficients(const T* v0, const T* v1, const T* v2, T e[3][3], T
   cross3(h1, h2, e[0]);
   cross3(h2, h0, e[1]);
   cross3(h0, h1, e[2]);
-  const T p0 = e[0][0] * h0[0], p1 = e[0][1] * h0[1], p2 = e[0][2] * h0[2];
-  *det = (p0 + p1) + p2;
+  const T p0 = mul_rn(e[0][0], h0[0]), p1 = mul_rn(e[0][1], h0[1]), p2 = mul_rn(e[0][2], h0[2]);
+  *det = add_rn(add_rn(p0, p1), p2);
 }
 
-// Maps an NDC interval [lo, hi] along an axis of n pixels to the pixel range whose centres may fall in it,
-// widened by one pixel on each side (safety margin for the rounding of the edge functions) and clamped to
-// [0, n - 1]. Pixel centre j is at NDC -1 + (2j + 1) / n, i.e. j = ((x + 1) n - 1) / 2. Computed in
-// double; non-finite bounds give the whole axis.
-VR_HD void ndc_to_pixel_range(double lo, double hi, int n, int* first, int* last) {
-  if (!(lo == lo) || !(hi == hi) || std::isinf(lo) || std::isinf(hi)) {
-    *first = 0;
-    *last = n - 1;
-    return;
+// Fixed-point part of the setup: snapped vertices, the exact signed area and oriented edges, and the exact
+// pixel bounding box. Returns false (float path) when a vertex has w <= 0 or lies beyond the guard band.
+template <typename T>
+VR_HD bool setup_fixed(const T* v0, const T* v1, const T* v2, int H, int W, FaceSetup<T>* f, int64_t* area) {
+  if (H > kMaxFixedSize || W > kMaxFixedSize) return false;
+  const T* v[3] = {v0, v1, v2};
+  int64_t X[3], Y[3];
+  for (int k = 0; k < 3; ++k) {
+    if (!(v[k][3] > T(0))) return false;
+    if (!snap(double(v[k][0]), double(v[k][3]), W, &X[k]) || !snap(double(v[k][1]), double(v[k][3]), H, &Y[k]))
+      return false;
   }
-  double f = floor(((lo + 1.0) * n - 1.0) * 0.5) - 1.0;
-  double l = ceil(((hi + 1.0) * n - 1.0) * 0.5) + 1.0;
-  f = f < 0.0 ? 0.0 : f;
-  l = l > double(n - 1) ? double(n - 1) : l;
-  if (f > l) {  // misses the image (also when f > n - 1 or l < 0)
-    *first = 1;
-    *last = 0;
-    return;
+  *area = (X[1] - X[0]) * (Y[2] - Y[0]) - (X[2] - X[0]) * (Y[1] - Y[0]);
+  const int64_t s = *area < 0 ? -1 : 1;
+  for (int k = 0; k < 3; ++k) {  // edge k runs from vertex a = k + 1 to b = k + 2
+    const int a = (k + 1) % 3, b = (k + 2) % 3;
+    const int64_t dx = X[b] - X[a], dy = Y[b] - Y[a];
+    f->A[k] = -s * dy;
+    f->B[k] = s * dx;
+    f->C[k] = s * (dy * X[a] - dx * Y[a]);
+    f->owner_fixed[k] = f->A[k] > 0 || (f->A[k] == 0 && f->B[k] > 0);
   }
-  *first = int(f);
-  *last = int(l);
+  // Pixel j is in the box when its centre (2j + 1) 2^(bits - 1) lies in [min X, max X].
+  const int64_t half = int64_t(1) << (kSubpixelBits - 1), one = int64_t(1) << kSubpixelBits;
+  const int64_t xlo = X[0] < X[1] ? (X[0] < X[2] ? X[0] : X[2]) : (X[1] < X[2] ? X[1] : X[2]);
+  const int64_t xhi = X[0] > X[1] ? (X[0] > X[2] ? X[0] : X[2]) : (X[1] > X[2] ? X[1] : X[2]);
+  const int64_t ylo = Y[0] < Y[1] ? (Y[0] < Y[2] ? Y[0] : Y[2]) : (Y[1] < Y[2] ? Y[1] : Y[2]);
+  const int64_t yhi = Y[0] > Y[1] ? (Y[0] > Y[2] ? Y[0] : Y[2]) : (Y[1] > Y[2] ? Y[1] : Y[2]);
+  int64_t c0 = -floor_div(-(xlo - half), one), c1 = floor_div(xhi - half, one);  // ceil, floor
+  int64_t r0 = -floor_div(-(ylo - half), one), r1 = floor_div(yhi - half, one);
+  c0 = c0 < 0 ? 0 : c0, r0 = r0 < 0 ? 0 : r0;
+  c1 = c1 > W - 1 ? W - 1 : c1, r1 = r1 > H - 1 ? H - 1 : r1;
+  f->col0 = int(c0), f->col1 = int(c1), f->row0 = int(r0), f->row1 = int(r1);
+  if (c0 > c1 || r0 > r1) f->row0 = 1, f->row1 = 0;
+  return true;
 }
 
 // Sets up face (v0, v1, v2) for an H x W image. valid: false for padding rows.
 //
-// Bounding box: when all three w > 0 the triangle's visible part lies in the NDC bounding box of its
-// projected vertices, converted to pixels with a one-pixel margin. When any w <= 0 the triangle crosses
-// (or lies behind) the plane w = 0 and its visible part can reach any image border; the box is then the
-// whole image (correct and simple; such faces are few in practice). A near-degenerate sliver could, through
-// rounding of nearly parallel edges, cover a pixel more than a pixel outside its vertices' box; such
-// coverage is an artefact of rounding and is not reproduced.
+// Faces with all w > 0 (within the guard band) take the fixed-point path: exact edge functions and an
+// exact pixel bounding box; the snapped area decides degeneracy (== 0) and facing (< 0 front).
+// Otherwise the float homogeneous path: det decides degeneracy and facing, and the box is the whole image
+// (the visible part of a face crossing w = 0 can reach any border; such faces are few in practice).
 template <typename T>
 VR_HD FaceSetup<T> setup_face(const T* v0, const T* v1, const T* v2, bool valid, bool cull_backfaces, int H, int W) {
   FaceSetup<T> f;
@@ -123,51 +182,46 @@ VR_HD FaceSetup<T> setup_face(const T* v0, const T* v1, const T* v2, bool valid,
   }
   f.z[0] = v0[2], f.z[1] = v1[2], f.z[2] = v2[2];
   f.w[0] = v0[3], f.w[1] = v1[3], f.w[2] = v2[3];
-  f.live = valid && f.det != T(0) && (!cull_backfaces || f.det < T(0));
   f.row0 = 0, f.row1 = H - 1, f.col0 = 0, f.col1 = W - 1;
-  if (!f.live) {
-    f.row0 = 1, f.row1 = 0;
-    return f;
+  int64_t area = 0;
+  f.fixed = valid && setup_fixed(v0, v1, v2, H, W, &f, &area);
+  if (f.fixed) {
+    f.live = area != 0 && (!cull_backfaces || area < 0) && f.row0 <= f.row1;
+  } else {
+    f.row0 = 0, f.row1 = H - 1, f.col0 = 0, f.col1 = W - 1;
+    f.live = valid && f.det != T(0) && (!cull_backfaces || f.det < T(0));
   }
-  if (v0[3] > T(0) && v1[3] > T(0) && v2[3] > T(0)) {
-    const double x0 = double(v0[0]) / double(v0[3]), x1 = double(v1[0]) / double(v1[3]),
-                 x2 = double(v2[0]) / double(v2[3]);
-    const double y0 = double(v0[1]) / double(v0[3]), y1 = double(v1[1]) / double(v1[3]),
-                 y2 = double(v2[1]) / double(v2[3]);
-    const double xlo = fmin(x0, fmin(x1, x2)), xhi = fmax(x0, fmax(x1, x2));
-    const double ylo = fmin(y0, fmin(y1, y2)), yhi = fmax(y0, fmax(y1, y2));
-    ndc_to_pixel_range(xlo, xhi, W, &f.col0, &f.col1);
-    ndc_to_pixel_range(ylo, yhi, H, &f.row0, &f.row1);
-    // fmin/fmax drop NaNs; a NaN coordinate anywhere: whole image (the per-pixel tests reject it anyway).
-    if (x0 != x0 || x1 != x1 || x2 != x2 || y0 != y0 || y1 != y1 || y2 != y2) {
-      f.row0 = 0, f.row1 = H - 1, f.col0 = 0, f.col1 = W - 1;
-    }
-    if (f.col0 > f.col1) f.row0 = 1, f.row1 = 0;  // empty in x: empty
-    if (f.row0 > f.row1) f.live = false;
-  }
+  if (!f.live) f.row0 = 1, f.row1 = 0;
   return f;
 }
 
-// Coverage and depth of face f at the pixel centre (px, py), as the reference's _coverage_chunk:
-// true when every E_k > 0 or (E_k == 0 and the face owns edge k), E_0 + E_1 + E_2 > 0, the interpolated
-// w > 0 and -1 <= z/w <= 1; *depth = z/w.
+// Coverage and depth of face f at pixel (i, j) with centre (px, py) in NDC, as the reference's
+// _coverage_chunk: inside by the fixed-point edge functions (fixed faces) or the float ones (E_k > 0, or
+// E_k == 0 and the face owns edge k), then E_0 + E_1 + E_2 > 0, the interpolated w > 0 and
+// -1 <= z/w <= 1; *depth = z/w.
 template <typename T>
-VR_HD bool cover_pixel(const FaceSetup<T>& f, T px, T py, T* depth) {
+VR_HD bool cover_pixel(const FaceSetup<T>& f, int i, int j, T px, T py, T* depth) {
+  if (f.fixed) {
+    const int64_t PX = pixel_centre_fixed(j), PY = pixel_centre_fixed(i);
+    for (int k = 0; k < 3; ++k) {
+      const int64_t e = f.A[k] * PX + f.B[k] * PY + f.C[k];
+      if (!(e > 0 || (e == 0 && f.owner_fixed[k]))) return false;
+    }
+  }
   T ev[3];
   bool inside = true;
   for (int k = 0; k < 3; ++k) {
-    const T ax = f.a[k] * px;
-    const T by = f.b[k] * py;
-    const T t = ax + by;
-    ev[k] = t + f.c[k];
+    const T ax = mul_rn(f.a[k], px);
+    const T by = mul_rn(f.b[k], py);
+    ev[k] = add_rn(add_rn(ax, by), f.c[k]);
     inside = inside && (ev[k] > T(0) || (ev[k] == T(0) && f.owner[k]));
   }
-  if (!inside) return false;
-  const T total = (ev[0] + ev[1]) + ev[2];
+  if (!f.fixed && !inside) return false;
+  const T total = add_rn(add_rn(ev[0], ev[1]), ev[2]);
   if (!(total > T(0))) return false;
   const T b0 = ev[0] / total, b1 = ev[1] / total, b2 = ev[2] / total;
-  const T z = (b0 * f.z[0] + b1 * f.z[1]) + b2 * f.z[2];
-  const T w = (b0 * f.w[0] + b1 * f.w[1]) + b2 * f.w[2];
+  const T z = add_rn(add_rn(mul_rn(b0, f.z[0]), mul_rn(b1, f.z[1])), mul_rn(b2, f.z[2]));
+  const T w = add_rn(add_rn(mul_rn(b0, f.w[0]), mul_rn(b1, f.w[1])), mul_rn(b2, f.w[2]));
   if (!(w > T(0))) return false;
   const T d = z / w;
   if (!(d >= T(-1) && d <= T(1))) return false;
