@@ -76,15 +76,38 @@ if TORCH_INC=$("$PY" -c "from torch.utils.cpp_extension import include_paths; pr
   for d in $TORCH_INC; do incs+=(-I "$d"); done
   for f in "$ROOT"/csrc/ops/*_cuda.cpp; do
     rel="${f#"$ROOT"/}"
-    if "${CXX:-g++}" -fsyntax-only -std=c++20 -DVOXRENDER_WITH_CUDA -DTORCH_EXTENSION_NAME=_C "${incs[@]}" "$f" \
+    # Compiled to an object (not just -fsyntax-only) so that its calls into the kernels can be matched
+    # against the kernels' explicit instantiations below.
+    if "${CXX:-g++}" -c -O0 -std=c++20 -DVOXRENDER_WITH_CUDA -DTORCH_EXTENSION_NAME=_C "${incs[@]}" "$f" \
+        -o "$TMP/glue_$(basename "$f" .cpp).o" \
         >"$TMP/log" 2>&1; then
-      echo "OK   $rel (host syntax check against torch's headers)"
+      echo "OK   $rel (host compile check against torch's headers)"
     else
       echo "FAIL $rel"
       sed 's/^/    /' "$TMP/log"
       status=1
     fi
   done
+  # Every launcher the glue calls (voxrender::cuda::*) must be defined by some kernel object with the same
+  # template arguments and signature: a mismatch would otherwise surface only when linking on a GPU machine.
+  if command -v nm >/dev/null 2>&1; then
+    shopt -s nullglob
+    kobjs=() gobjs=()
+    for f in "${files[@]}"; do [ -f "$TMP/$(basename "$f" .cu).o" ] && kobjs+=("$TMP/$(basename "$f" .cu).o"); done
+    for o in "$TMP"/glue_*.o; do gobjs+=("$o"); done
+    if [ ${#kobjs[@]} -gt 0 ] && [ ${#gobjs[@]} -gt 0 ]; then
+      nm -C --defined-only "${kobjs[@]}" 2>/dev/null | grep -o 'voxrender::cuda::.*' | sort -u >"$TMP/defined"
+      nm -C --undefined-only "${gobjs[@]}" 2>/dev/null | grep -o 'voxrender::cuda::.*' | sort -u >"$TMP/needed"
+      missing=$(comm -23 "$TMP/needed" "$TMP/defined")
+      if [ -n "$missing" ]; then
+        echo "FAIL launchers called by the glue but not instantiated in csrc/kernels/*.cu:"
+        echo "$missing" | sed 's/^/    /'
+        status=1
+      else
+        echo "OK   $(wc -l <"$TMP/needed") launcher instantiations called by the glue are defined by the kernels"
+      fi
+    fi
+  fi
 else
   echo "check_cuda_kernels: torch not importable, skipping the glue syntax check"
 fi

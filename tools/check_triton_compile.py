@@ -16,6 +16,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+import voxrender.triton.interpolate as ip
+import voxrender.triton.rasterize as rz
 import voxrender.triton.volume_projection as vp
 
 
@@ -29,6 +31,37 @@ def signature(fn, dtype, constexprs):
         else:
             sig[name] = "i32"
     return sig
+
+
+def typed_signature(fn, types, constexprs):
+    """Like signature(), with each argument's type given explicitly (constexprs, then 'types', else i32)."""
+    return {n: "constexpr" if n in constexprs else types.get(n, "i32") for n in fn.arg_names}
+
+
+def raster_variants():
+    """The rasterizer's visibility kernel and the interpolate kernels, every variant the launchers use
+    (float32/float64, int32/int64 faces, each channel chunk, each gradient selection), with their launch
+    options (no FMA contraction)."""
+    out = []
+    for dt in ("fp32", "fp64"):
+        ptr = "*" + dt
+        cx = {"TILE_H": rz.TILE_H, "TILE_W": rz.TILE_W}
+        types = {"fprm_ptr": ptr, "iprm_ptr": "*i64", "px_ptr": ptr, "py_ptr": ptr, "tile_start_ptr": "*i64",
+                 "pair_face_ptr": "*i32", "out_ptr": "*i32"}
+        fn = rz._raster_tile_kernel
+        out.append((fn, dt, cx, typed_signature(fn, types, cx), dict(rz._LAUNCH)))
+        for fdt in ("i32", "i64"):
+            for cc in (1, 2, 4, 8, ip.MAX_CC):
+                cx = {"BLOCK": ip.BLOCK, "CC": cc}
+                types = {"attr_ptr": ptr, "fid_ptr": "*i32", "bary_ptr": ptr, "faces_ptr": "*" + fdt,
+                         "out_ptr": ptr, "go_ptr": ptr, "gattr_ptr": ptr, "gbary_ptr": ptr}
+                fn = ip._interp_forward_kernel
+                out.append((fn, f"{dt}/{fdt}", cx, typed_signature(fn, types, cx), dict(ip._LAUNCH)))
+                fn = ip._interp_backward_kernel
+                for ag, bg in ((True, True), (True, False), (False, True)):
+                    cxb = {**cx, "ATTR_GRAD": ag, "BARY_GRAD": bg}
+                    out.append((fn, f"{dt}/{fdt}", cxb, typed_signature(fn, types, cxb), dict(ip._LAUNCH)))
+    return out
 
 
 def main() -> int:
@@ -48,12 +81,15 @@ def main() -> int:
             for rg in (False, True):
                 variants.append((vp._backward_ea_kernel, dt,
                                  {"PERSPECTIVE": persp, "ROT_GRAD": rg, "BLOCK": vp.BLOCK, "CC": cc}))
+    variants += raster_variants()
     failed = 0
-    for fn, dt, constexprs in variants:
+    for fn, dt, constexprs, *typed in variants:
+        # Entries with explicit pointer types carry (signature, options) as well.
+        sig, options = typed if typed else (signature(fn, dt, constexprs), {"num_warps": vp.NUM_WARPS})
         start = time.time()
         try:
-            k = triton.compile(ASTSource(fn=fn, signature=signature(fn, dt, constexprs), constexprs=constexprs),
-                               target=target, options={"num_warps": vp.NUM_WARPS})
+            k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs),
+                               target=target, options=options)
             print(f"OK   {fn.__name__:24s} {dt} {constexprs} ({time.time() - start:.1f} s, cubin {len(k.asm['cubin'])} B)")
         except Exception as e:  # report every variant, then fail
             failed += 1

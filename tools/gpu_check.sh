@@ -24,6 +24,9 @@ $PY -m pytest -q -ra -p no:cacheprovider tests 2>&1 | tee "$OUT/tests.log" | tai
 date=$(date -u +%F)
 $PY benchmarks/compare_projection.py --device cuda --date "$date" --machine "$(head -n 2 "$OUT/gpu.txt" | tail -n 1)" \
   --json "$OUT/cuda-$date.json" --markdown "$OUT/cuda-$date.md" 2>&1 | tail -n 40 || status=1
+# Rasterization beside the torch brute force, PyTorch3D and nvdiffrast (each used if installed, else "not installed").
+$PY benchmarks/compare_rasterize.py --device cuda --date "$date" --machine "$(head -n 2 "$OUT/gpu.txt" | tail -n 1)" \
+  --json "$OUT/cuda-$date-rasterize.json" --markdown "$OUT/cuda-$date-rasterize.md" 2>&1 | tail -n 40 || status=1
 $PY -m pytest -q -p no:cacheprovider benchmarks --benchmark-enable -m gpu \
   --benchmark-json "$OUT/pytest-benchmark-cuda.json" >"$OUT/bench-suite.log" 2>&1 || status=1
 tail -n 5 "$OUT/bench-suite.log"

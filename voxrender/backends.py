@@ -35,11 +35,12 @@ PRIORITY = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpu", "torch")}
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
-# Backends each op has so far (rasterization: CUDA and Triton visibility kernels come next).
+# Backends each op has so far.
 IMPLEMENTED = {
     "project_volume": BACKENDS,
-    "rasterize": ("torch", "cpu"),
-    "interpolate": ("torch",),
+    "rasterize": ("torch", "cpu", "cuda", "triton"),
+    "interpolate": ("torch", "cpu", "cuda", "triton"),
+    "antialias": ("torch", "cpu", "cuda"),
 }
 
 _context_stack: list[str] = []

@@ -59,3 +59,29 @@ def save_gif(frames: list[Tensor], path: str | os.PathLike, fps: float = 15.0) -
     imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
     os.replace(tmp, path)
     return path
+
+
+# Hand-picked anchors of the depth colour map, near (0) to far (1): light yellow, orange, crimson, plum.
+_DEPTH_ANCHORS = ((0.99, 0.92, 0.50), (0.97, 0.58, 0.25), (0.78, 0.23, 0.36), (0.25, 0.10, 0.38))
+
+
+def colorize(values: Tensor, mask: Tensor | None = None, vmin: float | None = None, vmax: float | None = None,
+             background: float = 1.0) -> Tensor:
+    """(H, W) values (a depth map) -> (3, H, W) colour image in [0, 1] for viewing.
+
+    ``vmin`` (default: the smallest masked value) is light yellow, ``vmax`` (default: the largest) dark
+    plum, piecewise linear in between; pixels outside ``mask`` (bool (H, W); default: all finite values)
+    get ``background`` (white by default)."""
+    x = values.detach().float().cpu()
+    m = torch.isfinite(x) if mask is None else (mask.detach().cpu().bool() & torch.isfinite(x))
+    sel = x[m]
+    lo = float(sel.min()) if vmin is None and sel.numel() else (0.0 if vmin is None else float(vmin))
+    hi = float(sel.max()) if vmax is None and sel.numel() else (1.0 if vmax is None else float(vmax))
+    t = ((x - lo) / max(hi - lo, 1e-12)).clamp(0, 1).nan_to_num(0.0)
+    anchors = torch.tensor(_DEPTH_ANCHORS)  # (A, 3)
+    s = t * (len(anchors) - 1)
+    k = s.floor().clamp(max=len(anchors) - 2).long()
+    f = (s - k)[..., None]
+    rgb = anchors[k] * (1 - f) + anchors[k + 1] * f  # (H, W, 3)
+    rgb = torch.where(m[..., None], rgb, torch.full_like(rgb, float(background)))
+    return rgb.permute(2, 0, 1).contiguous()

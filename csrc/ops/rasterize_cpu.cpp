@@ -15,7 +15,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/aminmax.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/tensor.h>
 #include <torch/library.h>
@@ -26,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "rasterize_checks.h"
 #include "voxrender/raster.h"
 
 namespace voxrender {
@@ -130,32 +130,11 @@ void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H,
 
 std::tuple<at::Tensor, at::Tensor> rasterize_face_ids_cpu(const at::Tensor& verts_in, const at::Tensor& faces_in,
                                                           int64_t height, int64_t width, bool cull_backfaces) {
-  TORCH_CHECK_VALUE(verts_in.dim() == 3 && verts_in.size(2) == 4, "verts: expected (B, V, 4), got ",
-                    verts_in.sizes());
-  TORCH_CHECK_TYPE(verts_in.scalar_type() == at::kFloat || verts_in.scalar_type() == at::kDouble,
-                   "verts: expected float32 or float64, got ", verts_in.scalar_type());
-  TORCH_CHECK_VALUE(faces_in.dim() == 3 && faces_in.size(2) == 3, "faces: expected (B, F, 3), got ",
-                    faces_in.sizes());
-  TORCH_CHECK_TYPE(faces_in.scalar_type() == at::kLong || faces_in.scalar_type() == at::kInt,
-                   "faces: expected int64 or int32, got ", faces_in.scalar_type());
-  const int64_t B = verts_in.size(0), V = verts_in.size(1), F = faces_in.size(1);
-  TORCH_CHECK_VALUE(faces_in.size(0) == B, "faces: expected batch size ", B, " (that of verts), got ",
-                    faces_in.size(0));
-  TORCH_CHECK_VALUE(faces_in.device() == verts_in.device(), "faces: expected device ", verts_in.device(), ", got ",
-                    faces_in.device());
-  TORCH_CHECK_VALUE(height >= 1 && width >= 1, "image_size: expected positive sizes, got (", height, ", ", width,
-                    ")");
-  TORCH_CHECK_VALUE(height <= (int64_t(1) << 30) && width <= (int64_t(1) << 30),
-                    "image_size: at most 2^30 per side is supported, got (", height, ", ", width, ")");
-  TORCH_CHECK_VALUE(F < (int64_t(1) << 31), "faces: at most 2^31 - 1 faces per item are supported, got ", F);
+  check_rasterize_inputs(verts_in, faces_in, height, width);
+  const int64_t B = verts_in.size(0), V = verts_in.size(1);
   const at::Tensor verts = verts_in.contiguous();
   const at::Tensor faces = faces_in.to(at::kLong).contiguous();
-  if (faces.numel() > 0) {
-    const auto mm = at::aminmax(faces);
-    const int64_t lo = std::get<0>(mm).item<int64_t>(), hi = std::get<1>(mm).item<int64_t>();
-    TORCH_CHECK_VALUE(lo >= -1 && hi < V, "faces: indices must be in [0, ", V,
-                      ") or -1 for padding rows, got values in [", lo, ", ", hi, "]");
-  }
+  check_face_index_values(faces, V);
   at::Tensor face_id = at::empty({B, height, width}, verts.options().dtype(at::kInt));
   at::Tensor depth = at::empty({B, height, width}, verts.options());
   if (B == 0) return {face_id, depth};

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from . import antialias_autograd  # noqa: F401  (fake kernels and autograd of the antialias ops)
+from . import interpolate_autograd  # noqa: F401  (fake kernels and autograd of the interpolate ops)
+from . import fragments_autograd  # noqa: F401  (fake kernels and autograd of the fused bary/depth ops)
 from .volume_projection_autograd import register_projection_autograd
 
 _ops = torch.ops.voxrender

@@ -2,8 +2,10 @@
 
 Conventions and the exact coverage rules: :mod:`voxrender.reference.rasterize` (and
 ``../shared/specs/rasterization.md``). Backends so far: ``torch`` (the brute-force reference,
-O(faces x pixels)) and ``cpu`` (a binned C++ visibility pass, O(faces + pixels), then the reference's
-differentiable barycentrics on the visible faces); CUDA and Triton come next and plug in here.
+O(faces x pixels)); ``cpu`` and ``cuda`` (a binned C++ visibility pass, O(faces + pixels), then the fused
+C++ ``fragments_forward`` op: barycentrics and depth of the visible faces in one pass over the pixels, with
+an analytic backward); ``triton`` (its own visibility pass, then the reference's differentiable
+``fragments_from_face_ids``, which stays the oracle of the fused op).
 """
 
 from __future__ import annotations
@@ -100,6 +102,13 @@ def rasterize(verts: Tensor, faces: Tensor, image_size, *, cull_backfaces: bool 
         face_id = rasterize_face_ids_triton(verts.detach(), faces, h, w, bool(cull_backfaces))
     else:  # cpu and cuda: one C++ op, dispatched on the tensors' device
         face_id, _ = torch.ops.voxrender.rasterize_face_ids(verts.detach(), faces, h, w, bool(cull_backfaces))
+        # The fused C++ op (one pass over the pixels, analytic backward; fragments_autograd.py) computes what
+        # fragments_from_face_ids does, to float rounding. Its CUDA backward adds with atomics, so under
+        # torch.use_deterministic_algorithms(True) the cuda backend keeps the deterministic torch formula.
+        if hasattr(torch.ops.voxrender, "fragments_forward") and not (
+                name == "cuda" and torch.are_deterministic_algorithms_enabled()):
+            bary, depth = torch.ops.voxrender.fragments_forward(verts, faces, face_id)
+            return Fragments(face_id, bary, depth)
     return fragments_from_face_ids(verts, faces, face_id)
 
 

@@ -134,9 +134,11 @@ def _coverage_chunk(tri: Tensor, valid: Tensor, px: Tensor, py: Tensor, cull_bac
     a, b, c = (s * e[..., 0]), (s * e[..., 1]), (s * e[..., 2])  # (B, F, 3) each
     ev = a[..., None, None] * px + b[..., None, None] * py + c[..., None, None]  # (B, F, 3, H, W)
     owner = (a > 0) | ((a == 0) & (b > 0))  # fill rule for pixels exactly on an edge
-    inside_float = ((ev > 0) | ((ev == 0) & owner[..., None, None])).all(2) & (det != 0)[..., None, None]
     fixed, X, Y, area = fixed_point_setup(tri, height, width)
-    inside = torch.where(fixed[..., None, None], _fixed_inside(X, Y, area, height, width), inside_float)
+    inside = _fixed_inside(X, Y, area, height, width)
+    if not bool(fixed.all()):  # some faces cross w = 0 or leave the guard band: the float path for those
+        inside_float = ((ev > 0) | ((ev == 0) & owner[..., None, None])).all(2) & (det != 0)[..., None, None]
+        inside = torch.where(fixed[..., None, None], inside, inside_float)
     total = ev.sum(2)  # = sign(det) * (E_0 + E_1 + E_2)
     ok = valid
     if cull_backfaces:
@@ -210,6 +212,8 @@ def fragments_from_face_ids(verts: Tensor, faces: Tensor, face_id: Tensor) -> Fr
 def interpolate_reference(attr: Tensor, frags: Fragments, faces: Tensor) -> Tensor:
     """attr (B, V, C) -> (B, H, W, C): sum_k bary_k attr[face vertex k]; 0 in background."""
     B, H, W = frags.face_id.shape
+    if faces.shape[1] == 0:  # zero faces: all background (kept connected to attr's graph)
+        return torch.zeros(B, H, W, attr.shape[-1], dtype=attr.dtype, device=attr.device) + attr.sum() * 0
     fid = frags.face_id.clamp(min=0).long().reshape(B, -1, 1).expand(-1, -1, 3)
     tri = face_vertices(attr, faces.gather(1, fid)).reshape(B, H, W, 3, -1)
     out = (frags.bary[..., None] * tri).sum(-2)

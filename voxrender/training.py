@@ -1,0 +1,417 @@
+"""Generic training machinery shared by the bundled models (VAE, GAN, later StyleGAN2).
+
+- :class:`BatchStream`: the data position as state (epoch, offset): a per-epoch permutation from
+  (seed, epoch), so a resumed run sees exactly the batches it would have seen.
+- :class:`Trainer`: the loop: tqdm progress bar (loss, images/s), checkpoints written atomically (temp
+  file + ``os.replace``) every N steps, at the end, and on Ctrl-C; bit-for-bit resume (model, optimizers,
+  the torch / numpy / python RNG states, data position, step); a NaN/inf loss stops the run with a clear
+  message and a checkpoint of the last good state (the state before the failing step's update).
+- :class:`TrainTask`: what a model supplies: ``compute_loss(batch) -> (loss, logs)`` and its optimizers.
+  The default :meth:`TrainTask.training_step` does backward, gradient-norm clipping and the optimizer step;
+  tasks with several optimizers (a GAN) override it and call ``trainer.check_finite`` themselves.
+- torch.distributed: with ``WORLD_SIZE > 1`` (``torchrun``) each rank takes its slice of every global batch;
+  the task wraps its modules with DDP (:func:`maybe_ddp`); only rank 0 writes checkpoints and bars.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CKPT_FORMAT = "voxrender-train-1"
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised by :meth:`Trainer.check_finite` when a loss is NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# RNG state and atomic files
+
+
+def rng_state() -> dict:
+    """Every RNG a training step may touch: torch (CPU and CUDA), numpy's global, python's ``random``."""
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def atomic_save(obj, path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, flushed, then ``os.replace``: a reader (or a
+    crash) never sees a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    ck = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise ValueError(f"{path} is not a voxrender training checkpoint (format {CKPT_FORMAT})")
+    return ck
+
+
+# ---------------------------------------------------------------------------------------------------------
+# distributed
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size) of the current process group, (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """Starts the process group when launched by ``torchrun`` (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU.
+    Returns (rank, world_size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend)
+        if device.startswith("cuda"):
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist_info()
+
+
+def maybe_ddp(module: torch.nn.Module, device: str):
+    """Wraps a module in DistributedDataParallel when a process group is running; else returns it."""
+    rank, world = dist_info()
+    if world == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [torch.device(device).index or 0] if device.startswith("cuda") else None
+    return DDP(module, device_ids=ids)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data position
+
+
+class BatchStream:
+    """Global batches of indices into a dataset of ``n`` items, reshuffled every epoch from (seed, epoch).
+
+    The state is (epoch, offset): :meth:`state_dict` / :meth:`load_state_dict` restore the exact position.
+    With ``world_size`` > 1 every rank gets its contiguous slice of each global batch (``batch_size`` is
+    the global batch). Incomplete last batches are dropped.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1):
+        if batch_size < 1 or batch_size > n:
+            raise ValueError(f"batch size {batch_size} must be between 1 and the dataset size {n}")
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} must be divisible by the number of processes {world_size}")
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.offset = 0, 0
+        self._perm, self._perm_epoch = None, None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.n // self.batch_size
+
+    def _order(self) -> torch.Tensor:
+        if self._perm_epoch != self.epoch:
+            if self.shuffle:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+                self._perm = torch.randperm(self.n, generator=g)
+            else:
+                self._perm = torch.arange(self.n)
+            self._perm_epoch = self.epoch
+        return self._perm
+
+    def next(self) -> list[int]:
+        if self.offset + self.batch_size > self.n:
+            self.epoch, self.offset = self.epoch + 1, 0
+        idx = self._order()[self.offset:self.offset + self.batch_size]
+        self.offset += self.batch_size
+        per = self.batch_size // self.world_size
+        return idx[self.rank * per:(self.rank + 1) * per].tolist()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset, "seed": self.seed, "n": self.n,
+                "batch_size": self.batch_size}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.epoch, self.offset = int(st["epoch"]), int(st["offset"])
+
+
+def fetch_batch(dataset, indices: list[int]) -> dict:
+    """A batch from a dataset: its ``get_batch(indices)`` when it has one (one batched render), else the
+    default collate of its items."""
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(indices)
+    from torch.utils.data import default_collate
+
+    return default_collate([dataset[i] for i in indices])
+
+
+def to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tasks
+
+
+class TrainTask:
+    """What the trainer needs from a model. Subclasses set ``self.modules`` (a dict of nn.Modules saved in
+    checkpoints), ``self.optimizers`` (a dict of optimizers) and implement :meth:`compute_loss`."""
+
+    grad_clip: float | None = None
+    modules: dict
+    optimizers: dict
+
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def batch_images(self, batch: dict) -> int:
+        """How many images a batch holds (for images/s)."""
+        return len(batch["image"])
+
+    def parameters(self):
+        for m in self.modules.values():
+            yield from m.parameters()
+
+    def training_step(self, batch: dict, trainer: "Trainer") -> dict:
+        """Loss, finiteness check (before any update), backward, gradient-norm clipping, step."""
+        loss, logs = self.compute_loss(batch)
+        trainer.check_finite(loss, logs)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(list(self.parameters()), self.grad_clip).detach()
+        for opt in self.optimizers.values():
+            opt.step()
+        return logs
+
+    def buffers(self) -> list:
+        """The modules' buffers (BatchNorm statistics): a forward pass changes them before the loss is known,
+        so the trainer snapshots them to restore the last good state after a NaN/inf loss."""
+        return [b for m in self.modules.values() for b in m.buffers()]
+
+    def train(self, mode: bool = True) -> None:
+        for m in self.modules.values():
+            m.train(mode)
+
+    def state_dict(self) -> dict:
+        def plain(m):  # DDP-wrapped modules are saved without the wrapper's prefix
+            return getattr(m, "module", m).state_dict()
+
+        return {"modules": {k: plain(m) for k, m in self.modules.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+
+    def load_state_dict(self, st: dict) -> None:
+        for k, m in self.modules.items():
+            getattr(m, "module", m).load_state_dict(st["modules"][k])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(st["optimizers"][k])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the loop
+
+
+class Trainer:
+    """Runs a :class:`TrainTask` over a dataset up to ``steps`` optimizer steps.
+
+    Args:
+        task, dataset: the model task and a dataset (``get_batch(indices)`` or items + collate).
+        out: folder of ``last.ckpt`` (and whatever the caller writes).
+        steps: total number of steps (a resumed run continues up to it).
+        batch_size: global batch size; seed: the run's seed (RNGs and data order).
+        ckpt_every: checkpoint period in steps (0: only at the end / on interrupt / on NaN).
+        config: a JSON-able dict stored in the checkpoint (what is needed to rebuild the task).
+        device: where batches go. progress: show a tqdm bar (rank 0 only).
+        on_step: optional callback ``on_step(trainer, logs)`` after every step (tests, logging).
+        log_every: how often the bar's loss and images/s are refreshed.
+    """
+
+    def __init__(self, task: TrainTask, dataset, out, steps: int, batch_size: int, seed: int = 0,
+                 ckpt_every: int = 500, config: dict | None = None, device: str = "cpu", progress: bool = True,
+                 on_step=None, log_every: int = 1, desc: str = "train"):
+        self.task, self.dataset, self.out = task, dataset, Path(out)
+        self.steps, self.batch_size, self.seed = int(steps), int(batch_size), int(seed)
+        self.ckpt_every, self.config, self.device = int(ckpt_every), dict(config or {}), device
+        self.rank, self.world = dist_info()
+        self.progress = progress and self.rank == 0
+        self.on_step, self.log_every, self.desc = on_step, max(1, int(log_every)), desc
+        self.stream = BatchStream(len(dataset), batch_size, seed, rank=self.rank, world_size=self.world)
+        self.step = 0
+        self.history: list[dict] = []  # per-step float logs of this process's run
+        self.last_logs: dict = {}
+        self._stop_requested = False
+        self._snapshot = None  # (rng, data position) at the start of the current step
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "last.ckpt"
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def state_dict(self, rng=None, data=None) -> dict:
+        return {"format": CKPT_FORMAT, "step": self.step, "config": self.config, "seed": self.seed,
+                "task": self.task.state_dict(), "rng": rng if rng is not None else rng_state(),
+                "data": data if data is not None else self.stream.state_dict(),
+                "logs": {k: float(v) for k, v in self.last_logs.items()}, "time": time.time()}
+
+    def save(self, path=None, rng=None, data=None) -> Path | None:
+        """Writes the checkpoint atomically (rank 0 only). Returns its path."""
+        if self.rank != 0:
+            return None
+        return atomic_save(self.state_dict(rng, data), path or self.ckpt_path)
+
+    def load(self, ck: dict) -> None:
+        """Restores task, data position, step and every RNG from a checkpoint dict."""
+        self.task.load_state_dict(ck["task"])
+        self.stream.load_state_dict(ck["data"])
+        self.step = int(ck["step"])
+        set_rng_state(ck["rng"])
+        self.last_logs = dict(ck.get("logs", {}))
+
+    def resume(self, path=None) -> int:
+        """Loads ``path`` (default ``out/last.ckpt``); returns the step it continues from."""
+        self.load(load_checkpoint(path or self.ckpt_path))
+        return self.step
+
+    # -- checks ---------------------------------------------------------------------------------------
+    def check_finite(self, loss: torch.Tensor, logs: dict | None = None) -> None:
+        """Raises :class:`NonFiniteLoss` when ``loss`` is NaN/inf (call it before any parameter update)."""
+        if not torch.isfinite(loss.detach()).all():
+            parts = ", ".join(f"{k}={float(v):.4g}" for k, v in (logs or {}).items())
+            raise NonFiniteLoss(f"loss is {float(loss.detach())} at step {self.step + 1}" + (f" ({parts})" if parts else ""))
+
+    # -- loop -----------------------------------------------------------------------------------------
+    @contextmanager
+    def _sigint(self):
+        """First Ctrl-C: finish the current step, checkpoint, stop. A second one interrupts at once."""
+        if threading_main() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            def handler(signum, frame):
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+                self._stop_requested = True
+                if self.rank == 0:
+                    print("\nCtrl-C: stopping after this step and writing a checkpoint "
+                          "(press again to abort at once)", file=sys.stderr, flush=True)
+
+            old = signal.signal(signal.SIGINT, handler)
+            try:
+                yield
+            finally:
+                signal.signal(signal.SIGINT, old)
+        else:
+            yield
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    def fit(self) -> str:
+        """Trains until ``steps``. Returns ``"done"``, ``"interrupted"`` (checkpoint written) or raises
+        :class:`NonFiniteLoss` after writing the last good state."""
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps, initial=self.step, desc=self.desc, unit="step", dynamic_ncols=True,
+                       file=sys.stderr)
+        self.task.train(True)
+        status = "done"
+        t0, n_img = time.perf_counter(), 0
+        try:
+            with self._sigint():
+                while self.step < self.steps:
+                    self._snapshot = (rng_state(), self.stream.state_dict())
+                    buffers = [(b, b.detach().clone()) for b in self.task.buffers()]
+                    batch = to_device(fetch_batch(self.dataset, self.stream.next()), self.device)
+                    try:
+                        logs = self.task.training_step(batch, self)
+                    except NonFiniteLoss as e:
+                        # No update was applied: with the buffers restored the task is the last good state;
+                        # the snapshot puts the data position and RNGs back to the start of the failing step.
+                        with torch.no_grad():
+                            for buf, old in buffers:
+                                buf.copy_(old)
+                        path = self.save(rng=self._snapshot[0], data=self._snapshot[1])
+                        raise NonFiniteLoss(f"{e}. Training stopped; the last good state (step {self.step}) "
+                                            f"is in {path}. Try a lower learning rate or check the data.") from None
+                    self.step += 1
+                    n_img += self.task.batch_images(batch) * self.world
+                    logs = {k: float(v) for k, v in logs.items()}
+                    self.last_logs = logs
+                    self.history.append(logs)
+                    if bar is not None:
+                        bar.update(1)
+                        if self.step % self.log_every == 0 or self.step == self.steps:
+                            dt = time.perf_counter() - t0
+                            bar.set_postfix(loss=f"{logs.get('loss', math.nan):.4g}",
+                                            img_s=f"{n_img / max(dt, 1e-9):.0f}", refresh=False)
+                    if self.ckpt_every and self.step % self.ckpt_every == 0 and self.step < self.steps:
+                        self.save()
+                    if self.on_step is not None:
+                        self.on_step(self, logs)
+                    if self._stop_requested:
+                        status = "interrupted"
+                        break
+        except KeyboardInterrupt:
+            # A second Ctrl-C (or one outside the main thread) arrived mid-step: the update of this step may
+            # not have happened; keep the model as it is and the snapshot of the step's start.
+            status = "interrupted"
+            if self._snapshot is not None:
+                self.save(rng=self._snapshot[0], data=self._snapshot[1])
+            return status
+        finally:
+            if bar is not None:
+                bar.close()
+        self.save()
+        return status
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
