@@ -154,7 +154,9 @@ def _git_state() -> dict:
     return {"commit": commit, "extension_built": built, "uncommitted_changes": [line for line in dirty.splitlines() if line.strip()]}
 
 
-def collect_metadata(args, device: torch.device) -> dict:
+def machine_metadata(args, device: torch.device, backends: dict, peers: dict) -> dict:
+    """What every result file records: date, command, machine, versions, code state, load; ``backends``
+    (availability per backend) and ``peers`` (peer library versions) come from the calling script."""
     mem = _mem_total_gib()
     meta = {
         "date": args.date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -171,8 +173,8 @@ def collect_metadata(args, device: torch.device) -> dict:
         "triton": _version("triton"),
         "voxrender": vr.__version__,
         "git": _git_state(),
-        "backends": {b: (r or "available") for b, r in vr.available_backends(device).items()},
-        "peers": {p: _version(p) for p in PEERS},
+        "backends": backends,
+        "peers": peers,
         "load_average_at_start": _loadavg(),
     }
     if device.type == "cuda":
@@ -182,6 +184,11 @@ def collect_metadata(args, device: torch.device) -> dict:
         meta["cuda"] = torch.version.cuda
         meta["cudnn"] = torch.backends.cudnn.version()
     return meta
+
+
+def collect_metadata(args, device: torch.device) -> dict:
+    return machine_metadata(args, device, {b: (r or "available") for b, r in vr.available_backends(device).items()},
+                            {p: _version(p) for p in PEERS})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,11 +28,8 @@ and peak memory (``torch.cuda.max_memory_allocated`` during one call beyond the 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -46,8 +43,8 @@ import torch  # noqa: E402
 import voxrender as vr  # noqa: E402
 import peers  # noqa: E402
 import raster_cases as rc  # noqa: E402
-from compare_projection import (OtherLoad, _cpu_model, _fmt_mib, _fmt_ms, _fmt_pct, _git_state,  # noqa: E402
-                                _loadavg, _mem_total_gib, _version, cuda_peak_bytes, measure_bandwidth)
+from compare_projection import (OtherLoad, _fmt_mib, _fmt_ms, _fmt_pct, _loadavg, cuda_peak_bytes,  # noqa: E402
+                                machine_metadata, measure_bandwidth)
 from raster_cases import Case  # noqa: E402
 
 VARIANT_LABELS = {"cpu": "voxrender cpu", "cuda": "voxrender cuda", "triton": "voxrender triton",
@@ -67,33 +64,9 @@ TARGET_DEPTH_MAP_RATIO = 2.0  # 32k-face depth-map mesh at 128^2 vs the 4,050-fa
 # Metadata
 
 def collect_metadata(args, device: torch.device) -> dict:
-    mem = _mem_total_gib()
-    meta = {
-        "date": args.date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-        "device": str(device),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "memory_gib": round(mem, 1) if mem else None,
-        "torch_threads": torch.get_num_threads(),
-        "machine_note": args.machine,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "triton": _version("triton"),
-        "voxrender": vr.__version__,
-        "git": _git_state(),
-        "backends": {op: {b: (r or "available") for b, r in vr.available_backends(device, op=op).items()}
-                     for op in ("rasterize", "interpolate", "antialias") if _has_op(op)},
-        "peers": {p: peers.version(p) for p in rc.PEERS},
-        "load_average_at_start": _loadavg(),
-    }
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        meta["gpu"] = props.name
-        meta["gpu_memory_gib"] = round(props.total_memory / 1024 ** 3, 1)
-        meta["cuda"] = torch.version.cuda
-    return meta
+    backends = {op: {b: (r or "available") for b, r in vr.available_backends(device, op=op).items()}
+                for op in ("rasterize", "interpolate", "antialias") if _has_op(op)}
+    return machine_metadata(args, device, backends, {p: peers.version(p) for p in rc.PEERS})
 
 
 def _has_op(op: str) -> bool:

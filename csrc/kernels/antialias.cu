@@ -18,6 +18,7 @@
 // 2 pairs x 2 vertices x 3 components per pixel and only on silhouettes: low contention, but a
 // nondeterministic summation order (the glue reports it to torch's deterministic-algorithms switch).
 #include "antialias.cuh"
+#include "atomics.cuh"
 
 namespace voxrender {
 namespace cuda {
@@ -25,21 +26,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = int64_t(1) << 20;
-
-__device__ __forceinline__ void atomic_add(float* p, float v) { atomicAdd(p, v); }
-
-__device__ __forceinline__ void atomic_add(double* p, double v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 600
-  unsigned long long* a = reinterpret_cast<unsigned long long*>(p);
-  unsigned long long old = *a, assumed;
-  do {
-    assumed = old;
-    old = atomicCAS(a, assumed, __double_as_longlong(v + __longlong_as_double(assumed)));
-  } while (assumed != old);
-#else
-  atomicAdd(p, v);
-#endif
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) antialias_forward_kernel(const AntialiasProblem<T> p, T* __restrict__ out) {

@@ -6,6 +6,7 @@
 // a gather (no atomics). The backward scatters each pixel's three corner gradients (x, y, z, w) into
 // grad_verts with atomicAdd; neighbouring pixels mostly show the same few faces, whose rows L2 resolves.
 #include "fragments.cuh"
+#include "atomics.cuh"
 #include "voxrender/raster.h"
 
 namespace voxrender {
@@ -14,21 +15,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kMaxBlocksPerSM = 16;
-
-__device__ __forceinline__ void atomic_add(float* p, float v) { atomicAdd(p, v); }
-
-__device__ __forceinline__ void atomic_add(double* p, double v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 600
-  unsigned long long* a = reinterpret_cast<unsigned long long*>(p);
-  unsigned long long old = *a, assumed;
-  do {
-    assumed = old;
-    old = atomicCAS(a, assumed, __double_as_longlong(v + __longlong_as_double(assumed)));
-  } while (assumed != old);
-#else
-  atomicAdd(p, v);
-#endif
-}
 
 template <typename T, typename I>
 __global__ void __launch_bounds__(kThreads)

@@ -6,6 +6,7 @@
 // are gathers (one thread per output element, no atomics). grad_attr is a scatter with atomicAdd: three
 // per (pixel, channel); neighbouring threads add to the same few vertices' rows, which L2 resolves.
 #include "interpolate.cuh"
+#include "atomics.cuh"
 
 namespace voxrender {
 namespace cuda {
@@ -13,21 +14,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kMaxBlocksPerSM = 16;
-
-__device__ __forceinline__ void atomic_add(float* p, float v) { atomicAdd(p, v); }
-
-__device__ __forceinline__ void atomic_add(double* p, double v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 600
-  unsigned long long* a = reinterpret_cast<unsigned long long*>(p);
-  unsigned long long old = *a, assumed;
-  do {
-    assumed = old;
-    old = atomicCAS(a, assumed, __double_as_longlong(v + __longlong_as_double(assumed)));
-  } while (assumed != old);
-#else
-  atomicAdd(p, v);
-#endif
-}
 
 template <typename T, typename I>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const InterpolateProblem<T, I> p, T* __restrict__ out) {

@@ -28,6 +28,7 @@
 //   (B, tiles, 9) buffer that the glue sums with torch: no atomics, deterministic. When no rotation
 //   gradient is wanted a separate instantiation (kRotGrad = false) skips all of it.
 #include "volume_projection.cuh"
+#include "atomics.cuh"
 
 #include <climits>
 
@@ -39,22 +40,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int64_t kMaxGridY = 65535;
 
 static_assert(kThreads % 32 == 0, "the block reduction assumes whole warps");
-
-__device__ __forceinline__ void atomic_add(float* p, float v) { atomicAdd(p, v); }
-
-__device__ __forceinline__ void atomic_add(double* p, double v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 600
-  // No native double atomicAdd before sm_60 (only reachable with toolkits that still target them).
-  unsigned long long* a = reinterpret_cast<unsigned long long*>(p);
-  unsigned long long old = *a, assumed;
-  do {
-    assumed = old;
-    old = atomicCAS(a, assumed, __double_as_longlong(v + __longlong_as_double(assumed)));
-  } while (assumed != old);
-#else
-  atomicAdd(p, v);
-#endif
-}
 
 // The scatter functor handed to the shared math (the CPU op passes a plain +=).
 struct AtomicAdd {

@@ -1,8 +1,9 @@
 // CPU kernel of rasterize_face_ids: the hard z-buffer pass of voxrender.rasterize (face ids and z/w depth;
 // barycentrics and gradients are recomputed in Python from face_id).
 //
-// Binned, O(faces + pixels) per image: (1) set up every face once (edge coefficients, conservative pixel
-// bounding box; at::parallel_for over faces); (2) per batch item, bin the faces into bands of kBandRows
+// Binned, O(faces + pixels) per image: (1) set up every face once (exact pixel bounding box first, then the
+// edge coefficients of the faces that may cover a pixel centre; at::parallel_for over chunks of faces),
+// keeping only those live faces, in face order; (2) per batch item, bin the faces into bands of kBandRows
 // image rows, in face-index order (counting sort, no fixed-size bins, nothing dropped); (3) at::parallel_for
 // over (item, band) pairs: each band runs its faces in index order over bbox ∩ band with the band's rows of
 // the outputs as z-buffer, replacing only on strictly smaller depth, so the lower face index wins ties.
@@ -49,46 +50,61 @@ void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H,
   for (int j = 0; j < W; ++j) px[j] = pixel_centre<T>(j, W);
   for (int i = 0; i < H; ++i) py[i] = pixel_centre<T>(i, H);
 
-  // (1) Face setup.
-  std::vector<FaceSetup<T>> setup(size_t(B * F));
-  at::parallel_for(0, B * F, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) {
-      const int64_t b = g / F;
-      const int64_t* idx = fp + 3 * g;
-      const bool valid = idx[0] >= 0 && idx[1] >= 0 && idx[2] >= 0;
+  // (1) Face setup, keeping only the live faces (those that may cover a pixel centre), in face order:
+  // fixed-size chunks of each item's faces fill their own lists, concatenated in chunk order.
+  struct Live {
+    FaceSetup<T> f;
+    int32_t face;
+  };
+  constexpr int64_t kChunk = 4096;
+  const int64_t chunks_per_item = std::max<int64_t>(1, (F + kChunk - 1) / kChunk);
+  std::vector<std::vector<Live>> chunk_live(size_t(B * chunks_per_item));
+  at::parallel_for(0, B * chunks_per_item, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t b = c / chunks_per_item, f0 = (c % chunks_per_item) * kChunk, f1 = std::min(F, f0 + kChunk);
+      auto& out = chunk_live[size_t(c)];
+      if (V == 0) continue;  // only padding rows can reach here (indices were checked)
       const T* base = vp + b * V * 4;
-      const T* v0 = base + 4 * (valid ? idx[0] : 0);
-      const T* v1 = base + 4 * (valid ? idx[1] : 0);
-      const T* v2 = base + 4 * (valid ? idx[2] : 0);
-      if (V == 0) {  // only padding rows can reach here (indices were checked)
-        FaceSetup<T> f{};
-        f.live = false, f.row0 = 1, f.row1 = 0;
-        setup[size_t(g)] = f;
-        continue;
+      for (int64_t fi = f0; fi < f1; ++fi) {
+        const int64_t* idx = fp + 3 * (b * F + fi);
+        if (idx[0] < 0 || idx[1] < 0 || idx[2] < 0) continue;  // padding row
+        const FaceSetup<T> f = setup_face<T>(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], true, cull, H, W);
+        if (f.live) out.push_back(Live{f, int32_t(fi)});
       }
-      setup[size_t(g)] = setup_face<T>(v0, v1, v2, valid, cull, H, W);
+    }
+  });
+  std::vector<std::vector<Live>> live(static_cast<size_t>(B));
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      size_t n = 0;
+      for (int64_t c = 0; c < chunks_per_item; ++c) n += chunk_live[size_t(b * chunks_per_item + c)].size();
+      auto& all = live[size_t(b)];
+      all.reserve(n);
+      for (int64_t c = 0; c < chunks_per_item; ++c) {
+        auto& part = chunk_live[size_t(b * chunks_per_item + c)];
+        all.insert(all.end(), part.begin(), part.end());
+        std::vector<Live>().swap(part);
+      }
     }
   });
 
-  // (2) Binning per item: band_start[b][k] .. band_start[b][k + 1] index bin_faces[b].
+  // (2) Binning per item: band_start[b][k] .. band_start[b][k + 1] index bin_faces[b] (positions in live[b]).
   std::vector<std::vector<int64_t>> band_start(size_t(B), std::vector<int64_t>(size_t(nbands) + 1, 0));
   std::vector<std::vector<int32_t>> bin_faces(static_cast<size_t>(B));
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       auto& start = band_start[size_t(b)];
-      const FaceSetup<T>* fs = setup.data() + b * F;
-      for (int64_t f = 0; f < F; ++f) {
-        if (!fs[f].live) continue;
-        for (int k = fs[f].row0 / kBandRows; k <= fs[f].row1 / kBandRows; ++k) ++start[size_t(k) + 1];
-      }
+      const auto& fs = live[size_t(b)];
+      const int64_t n = int64_t(fs.size());
+      for (int64_t q = 0; q < n; ++q)
+        for (int k = fs[q].f.row0 / kBandRows; k <= fs[q].f.row1 / kBandRows; ++k) ++start[size_t(k) + 1];
       for (int k = 0; k < nbands; ++k) start[size_t(k) + 1] += start[size_t(k)];
       auto& list = bin_faces[size_t(b)];
       list.resize(size_t(start[size_t(nbands)]));
       std::vector<int64_t> fill(start.begin(), start.end() - 1);
-      for (int64_t f = 0; f < F; ++f) {
-        if (!fs[f].live) continue;
-        for (int k = fs[f].row0 / kBandRows; k <= fs[f].row1 / kBandRows; ++k) list[size_t(fill[size_t(k)]++)] = int32_t(f);
-      }
+      for (int64_t q = 0; q < n; ++q)
+        for (int k = fs[q].f.row0 / kBandRows; k <= fs[q].f.row1 / kBandRows; ++k)
+          list[size_t(fill[size_t(k)]++)] = int32_t(q);
     }
   });
 
@@ -102,12 +118,12 @@ void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H,
       T* zb = out_d + b * plane;
       std::fill(id + int64_t(r_lo) * W, id + int64_t(r_hi + 1) * W, int32_t(-1));
       std::fill(zb + int64_t(r_lo) * W, zb + int64_t(r_hi + 1) * W, std::numeric_limits<T>::infinity());
-      const FaceSetup<T>* fs = setup.data() + b * F;
+      const Live* fs = live[size_t(b)].data();
       const auto& start = band_start[size_t(b)];
       const int32_t* list = bin_faces[size_t(b)].data();
       for (int64_t e = start[size_t(band)]; e < start[size_t(band) + 1]; ++e) {
-        const int32_t fi = list[e];
-        const FaceSetup<T>& f = fs[fi];
+        const FaceSetup<T>& f = fs[list[e]].f;
+        const int32_t fi = fs[list[e]].face;
         const int i0 = std::max(f.row0, r_lo), i1 = std::min(f.row1, r_hi);
         for (int i = i0; i <= i1; ++i) {
           const T y = py[size_t(i)];

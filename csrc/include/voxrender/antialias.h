@@ -26,13 +26,7 @@
 
 #include <cstdint>
 
-#ifndef VR_HD
-#if defined(__CUDACC__)
-#define VR_HD __host__ __device__ __forceinline__
-#else
-#define VR_HD inline __attribute__((always_inline))
-#endif
-#endif
+#include "voxrender/hd.h"
 
 namespace voxrender {
 

@@ -26,13 +26,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifndef VR_HD
-#if defined(__CUDACC__)
-#define VR_HD __host__ __device__ __forceinline__
-#else
-#define VR_HD inline __attribute__((always_inline))
-#endif
-#endif
+#include "voxrender/hd.h"
 
 namespace voxrender {
 
@@ -171,6 +165,14 @@ VR_HD bool setup_fixed(const T* v0, const T* v1, const T* v2, int H, int W, Face
 template <typename T>
 VR_HD FaceSetup<T> setup_face(const T* v0, const T* v1, const T* v2, bool valid, bool cull_backfaces, int H, int W) {
   FaceSetup<T> f;
+  int64_t area = 0;
+  f.fixed = valid && setup_fixed(v0, v1, v2, H, W, &f, &area);
+  if (f.fixed && !(area != 0 && (!cull_backfaces || area < 0) && f.row0 <= f.row1)) {
+    // Covers no pixel centre (degenerate, culled, or its exact box holds none: most faces of a mesh
+    // finer than the pixels): done before the float setup, which only live faces need.
+    f.live = false, f.row0 = 1, f.row1 = 0;
+    return f;
+  }
   T e[3][3];
   edge_coefficients(v0, v1, v2, e, &f.det);
   const T s = f.det < T(0) ? T(-1) : T(1);  // orient the edges inwards
@@ -182,11 +184,8 @@ VR_HD FaceSetup<T> setup_face(const T* v0, const T* v1, const T* v2, bool valid,
   }
   f.z[0] = v0[2], f.z[1] = v1[2], f.z[2] = v2[2];
   f.w[0] = v0[3], f.w[1] = v1[3], f.w[2] = v2[3];
-  f.row0 = 0, f.row1 = H - 1, f.col0 = 0, f.col1 = W - 1;
-  int64_t area = 0;
-  f.fixed = valid && setup_fixed(v0, v1, v2, H, W, &f, &area);
   if (f.fixed) {
-    f.live = area != 0 && (!cull_backfaces || area < 0) && f.row0 <= f.row1;
+    f.live = true;  // checked above
   } else {
     f.row0 = 0, f.row1 = H - 1, f.col0 = 0, f.col1 = W - 1;
     f.live = valid && f.det != T(0) && (!cull_backfaces || f.det < T(0));

@@ -17,11 +17,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define VR_HD __host__ __device__ __forceinline__
-#else
-#define VR_HD inline __attribute__((always_inline))
-#endif
+#include "voxrender/hd.h"
 
 namespace voxrender {
 
