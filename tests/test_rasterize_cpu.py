@@ -194,3 +194,18 @@ def test_guard_band_faces_take_the_float_path():
     for dtype in (torch.float32, torch.float64):
         fid, _ = assert_matches_reference(big.to(dtype), faces, 31, 29, False, min_equal=1.0)
         assert set(fid.unique().tolist()) >= {0, 1}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_snapping_rounds_half_to_even_like_the_reference(dtype):
+    """A vertex exactly halfway between two sub-pixel positions snaps to the even one, in the C++ kernel
+    (its own round-half-even) as in the reference (torch.round). A quad split by a vertical edge at
+    s = 896.5 sub-pixel units (W = 8: 1024 units per NDC unit): rounding half to even puts the edge
+    exactly on the centre of column 3 (896 = 7 * 128), where the fill rule gives it to the right face;
+    rounding half away from zero would put it at 897, and column 3 would belong to the left face."""
+    x = -1 + 896.5 / 1024
+    verts = torch.tensor([[[-1.0, -1.0, 0, 1], [x, -1.0, 0, 1], [x, 1.0, 0, 1], [-1.0, 1.0, 0, 1],
+                           [1.0, -1.0, 0, 1], [1.0, 1.0, 0, 1]]], dtype=F64)
+    faces = torch.tensor([[[0, 1, 2], [0, 2, 3], [1, 4, 5], [1, 5, 2]]])
+    fid, _ = assert_matches_reference(verts.to(dtype), faces, 8, 8, False, min_equal=1.0)
+    assert torch.all(fid[0, :, 3] >= 2) and torch.all(fid[0, :, 2] <= 1)  # column 3 is the right face's

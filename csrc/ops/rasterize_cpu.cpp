@@ -50,26 +50,30 @@ void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H,
   for (int j = 0; j < W; ++j) px[j] = pixel_centre<T>(j, W);
   for (int i = 0; i < H; ++i) py[i] = pixel_centre<T>(i, H);
 
-  // (1) Face setup, keeping only the live faces (those that may cover a pixel centre), in face order:
-  // fixed-size chunks of each item's faces fill their own lists, concatenated in chunk order.
+  // (1) Face setup, keeping only the live faces (those that may cover a pixel centre) as (face, rows), in
+  // face order: fixed-size chunks of each item's faces fill their own lists, concatenated in chunk order.
+  // The full setup (about 170 bytes) is recomputed where a face is drawn rather than stored: moving it
+  // through memory cost more than computing it again.
   struct Live {
-    FaceSetup<T> f;
-    int32_t face;
+    int32_t face, row0, row1;
   };
   constexpr int64_t kChunk = 4096;
   const int64_t chunks_per_item = std::max<int64_t>(1, (F + kChunk - 1) / kChunk);
   std::vector<std::vector<Live>> chunk_live(size_t(B * chunks_per_item));
+  auto face_setup = [&](int64_t b, int64_t fi, const int64_t* idx) {
+    const T* base = vp + b * V * 4;
+    return setup_face<T>(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], true, cull, H, W);
+  };
   at::parallel_for(0, B * chunks_per_item, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       const int64_t b = c / chunks_per_item, f0 = (c % chunks_per_item) * kChunk, f1 = std::min(F, f0 + kChunk);
       auto& out = chunk_live[size_t(c)];
       if (V == 0) continue;  // only padding rows can reach here (indices were checked)
-      const T* base = vp + b * V * 4;
       for (int64_t fi = f0; fi < f1; ++fi) {
         const int64_t* idx = fp + 3 * (b * F + fi);
         if (idx[0] < 0 || idx[1] < 0 || idx[2] < 0) continue;  // padding row
-        const FaceSetup<T> f = setup_face<T>(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], true, cull, H, W);
-        if (f.live) out.push_back(Live{f, int32_t(fi)});
+        const FaceSetup<T> f = face_setup(b, fi, idx);
+        if (f.live) out.push_back(Live{int32_t(fi), f.row0, f.row1});
       }
     }
   });
@@ -88,7 +92,7 @@ void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H,
     }
   });
 
-  // (2) Binning per item: band_start[b][k] .. band_start[b][k + 1] index bin_faces[b] (positions in live[b]).
+  // (2) Binning per item: band_start[b][k] .. band_start[b][k + 1] index bin_faces[b] (face indices).
   std::vector<std::vector<int64_t>> band_start(size_t(B), std::vector<int64_t>(size_t(nbands) + 1, 0));
   std::vector<std::vector<int32_t>> bin_faces(static_cast<size_t>(B));
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
@@ -97,14 +101,14 @@ void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H,
       const auto& fs = live[size_t(b)];
       const int64_t n = int64_t(fs.size());
       for (int64_t q = 0; q < n; ++q)
-        for (int k = fs[q].f.row0 / kBandRows; k <= fs[q].f.row1 / kBandRows; ++k) ++start[size_t(k) + 1];
+        for (int k = fs[q].row0 / kBandRows; k <= fs[q].row1 / kBandRows; ++k) ++start[size_t(k) + 1];
       for (int k = 0; k < nbands; ++k) start[size_t(k) + 1] += start[size_t(k)];
       auto& list = bin_faces[size_t(b)];
       list.resize(size_t(start[size_t(nbands)]));
       std::vector<int64_t> fill(start.begin(), start.end() - 1);
       for (int64_t q = 0; q < n; ++q)
-        for (int k = fs[q].f.row0 / kBandRows; k <= fs[q].f.row1 / kBandRows; ++k)
-          list[size_t(fill[size_t(k)]++)] = int32_t(q);
+        for (int k = fs[q].row0 / kBandRows; k <= fs[q].row1 / kBandRows; ++k)
+          list[size_t(fill[size_t(k)]++)] = fs[q].face;
     }
   });
 
@@ -118,12 +122,11 @@ void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H,
       T* zb = out_d + b * plane;
       std::fill(id + int64_t(r_lo) * W, id + int64_t(r_hi + 1) * W, int32_t(-1));
       std::fill(zb + int64_t(r_lo) * W, zb + int64_t(r_hi + 1) * W, std::numeric_limits<T>::infinity());
-      const Live* fs = live[size_t(b)].data();
       const auto& start = band_start[size_t(b)];
       const int32_t* list = bin_faces[size_t(b)].data();
       for (int64_t e = start[size_t(band)]; e < start[size_t(band) + 1]; ++e) {
-        const FaceSetup<T>& f = fs[list[e]].f;
-        const int32_t fi = fs[list[e]].face;
+        const int32_t fi = list[e];
+        const FaceSetup<T> f = face_setup(b, fi, fp + 3 * (b * F + fi));
         const int i0 = std::max(f.row0, r_lo), i1 = std::min(f.row1, r_hi);
         for (int i = i0; i <= i1; ++i) {
           const T y = py[size_t(i)];

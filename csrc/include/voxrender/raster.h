@@ -61,7 +61,15 @@ VR_HD int64_t pixel_centre_fixed(int j) { return int64_t(2 * j + 1) << (kSubpixe
 VR_HD bool snap(double coord, double w, int n, int64_t* out) {
   const double s = (coord / w + 1.0) * double(int64_t(n) << (kSubpixelBits - 1));
   if (!(fabs(s) < kGuard)) return false;
+#if defined(__CUDA_ARCH__)
   *out = int64_t(rint(s));
+#else
+  // Round half to even without a libm call (x86-64's baseline has no SSE4.1 roundsd): for |s| < 2^51,
+  // adding and subtracting 1.5 * 2^52 rounds to an integer in the default rounding mode, exactly as rint.
+  const double magic = 6755399441055744.0;  // 1.5 * 2^52
+  const double t = s + magic;  // not folded with the subtraction: IEEE arithmetic, no fast-math
+  *out = int64_t(t - magic);
+#endif
   return true;
 }
 
