@@ -28,33 +28,54 @@ def _fail(msg: str) -> "SystemExit":
 
 
 def make_dataset(data: dict, vae: dict, split: str = "train"):
-    """The training data of a run: ``data["name"] == "synthetic"`` is the built-in voxel shapes."""
+    """The training data of a run: ``data["name"] == "synthetic"`` is the built-in voxel shapes; a real
+    source (mnist, fashion, folder, celeba, modelnet) or a mixture (``data["sources"]``, ``data["weights"]``)
+    comes from :mod:`voxrender.data.sources`. ``vae``: the model's settings (grid, image_size, channels)."""
     from voxrender.data.voxel_shapes import KINDS, VoxelShapes
 
-    if data["name"] != "synthetic":
-        raise _fail(f"--data {data['name']}: only the built-in 'synthetic' voxel shapes are available in this "
-                    f"version (the MNIST / Fashion-MNIST / image-folder / ModelNet40 loaders are not there yet)")
-    return VoxelShapes(split, size=vae["grid"], image_size=vae["image_size"], length=data.get("length"),
-                       seed=data.get("seed", 0), rgb=vae["channels"] == 3, kinds=tuple(data.get("kinds") or KINDS),
-                       backend=vae.get("backend"))
+    if data["name"] == "synthetic":
+        return VoxelShapes(split, size=vae["grid"], image_size=vae["image_size"], length=data.get("length"),
+                           seed=data.get("seed", 0), rgb=vae.get("channels", 1) == 3,
+                           kinds=tuple(data.get("kinds") or KINDS), backend=vae.get("backend"))
+    from voxrender.data.sources import build_dataset
+
+    sources = data.get("sources") or [{"name": data["name"], "path": data.get("path")}]
+    return build_dataset(sources, data.get("weights"), image_size=vae["image_size"], channels=vae.get("channels", 1),
+                         split=split, seed=data.get("seed", 0), length=data.get("length"), grid=vae["grid"],
+                         kinds=data.get("kinds"), categories=data.get("categories"),
+                         modelnet_mode=data.get("modelnet_mode", "silhouette"),
+                         modelnet_views=data.get("modelnet_views", 24), cache_dir=data.get("cache_dir"),
+                         backend=vae.get("backend"))
 
 
-def parse_data(specs: list[str] | None) -> dict:
+def parse_data(specs: list[str] | None, weights: list[float] | None = None) -> dict:
+    """``--data`` (repeatable) and ``--data-weights`` -> the run config's ``data`` dict (paths made absolute)."""
+    import os
+
+    from voxrender.data.sources import parse_source
+
     specs = specs or ["synthetic"]
-    if len(specs) != 1:
-        raise _fail("several --data sources (a mixture) need the real-data loaders, which are not there yet")
-    name, _, path = specs[0].partition(":")
-    if name not in ("synthetic", "mnist", "fashion", "folder", "celeba", "modelnet"):
-        raise _fail(f"--data {specs[0]}: unknown source; expected synthetic, mnist:DIR, fashion:DIR, folder:DIR, "
-                    f"celeba:DIR or modelnet:DIR")
-    return {"name": name, "path": path or None}
+    try:
+        sources = [parse_source(s) for s in specs]
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    for src in sources:
+        if src["path"]:
+            src["path"] = str(Path(os.path.expandvars(os.path.expanduser(src["path"]))).absolute())
+    if weights is not None and len(weights) != len(sources):
+        raise _fail(f"--data-weights: {len(weights)} weights for {len(sources)} --data sources")
+    if weights is not None and (any(w < 0 for w in weights) or not sum(weights) > 0):
+        raise _fail(f"--data-weights: expected non-negative weights with a positive sum, got {weights}")
+    if len(sources) == 1:
+        return dict(sources[0])
+    return {"name": "mixture", "path": None, "sources": sources, "weights": weights}
 
 
 def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, ckpt_every: int = 500,
               progress: bool = True, on_step=None, seed: int = 0, desc: str = "train vae"):
-    """Builds (or resumes) a VAE run from ``config`` and trains it up to ``steps``. Returns the Trainer
-    and the fit status ("done" / "interrupted"); a NaN/inf loss raises NonFiniteLoss after writing the
-    last good state."""
+    """Builds (or resumes) a VAE or GAN run (``config["model"]``) from ``config`` and trains it up to
+    ``steps``. Returns the Trainer and the fit status ("done" / "interrupted"); a NaN/inf loss raises
+    NonFiniteLoss after writing the last good state."""
     import torch
 
     from voxrender.training import Trainer, init_distributed, load_checkpoint, seed_everything
@@ -119,8 +140,11 @@ def cmd_train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or _default_device()
-    data = parse_data(args.data)
+    data = parse_data(args.data, args.data_weights)
     data.update(length=args.dataset_size, seed=args.data_seed, kinds=args.kinds)
+    if data["name"] != "synthetic":
+        data.update(categories=args.categories, modelnet_mode=args.modelnet_mode, modelnet_views=args.modelnet_views,
+                    cache_dir=str(Path(args.cache_dir).expanduser().absolute()) if args.cache_dir else None)
     out = args.out or f"runs/{args.model}"
     monitor = None
     try:
@@ -135,6 +159,11 @@ def cmd_train(args) -> int:
     except ValueError as e:
         raise _fail(str(e)) from None
     ds_len = args.dataset_size or 60000
+    if data["name"] != "synthetic" and args.steps is None and not args.resume:
+        try:  # epochs of a real dataset: its size (this also reports missing files before anything starts)
+            ds_len = len(make_dataset(data, config[args.model]))
+        except (FileNotFoundError, ValueError) as e:
+            raise _fail(str(e)) from None
     steps = _steps_from(args, config, ds_len, args.batch_size)
     if args.resume:  # the checkpoint's settings win; its model must be the one asked for
         from voxrender.training import load_checkpoint
@@ -178,12 +207,27 @@ def cmd_eval(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or _default_device()
+    from voxrender.training import load_checkpoint
+
     try:
-        m = evaluate_checkpoint(args.checkpoint, args.out, n=args.n, device=device, backend=args.backend,
-                                pictures=not args.no_pictures)
+        kind = load_checkpoint(args.checkpoint)["config"].get("model")
+        if kind == "gan":
+            from voxrender.models.gan.eval import evaluate_checkpoint as evaluate_gan
+
+            m = evaluate_gan(args.checkpoint, args.out, n=args.n, device=device, backend=args.backend,
+                             pictures=not args.no_pictures, pool=args.pool, refine_steps=args.refine_steps)
+        else:
+            m = evaluate_checkpoint(args.checkpoint, args.out, n=args.n, device=device, backend=args.backend,
+                                    pictures=not args.no_pictures)
     except (FileNotFoundError, ValueError) as e:
         raise _fail(str(e)) from None
     print(summary_table(m))
+    if kind == "gan":
+        smp = m["samples"]
+        print(f"GAN shapes found by inversion (nearest of {m['inversion']['pool']} samples x 8 views, then "
+              f"{m['inversion']['refine_steps']} refinement steps). Free samples: mean occupancy "
+              f"{smp['mean_occupancy']:.4f} (> 0.5), {smp['mean_occupancy_soft']:.4f} (soft); ground truth "
+              f"{smp['mean_occupancy_gt']:.4f}")
     print(f"wrote {args.out}/metrics.json, voxels_pred.npy, voxels_gt.npy, azimuth_pred.npy, azimuth_gt.npy"
           + ("" if args.no_pictures else ", reconstructions.png, turntable.gif"))
     return 0
@@ -261,8 +305,9 @@ def cmd_sample(args) -> int:
         ck = load_checkpoint(args.checkpoint)
     except (FileNotFoundError, ValueError) as e:
         raise _fail(str(e)) from None
-    if ck["config"].get("model") != "vae":
-        raise _fail(f"{args.checkpoint}: a {ck['config'].get('model')!r} checkpoint; sample handles the VAE")
+    kind = ck["config"].get("model")
+    if kind not in ("vae", "gan"):
+        raise _fail(f"{args.checkpoint}: a {kind!r} checkpoint; sample handles the VAE and the GAN")
     if args.export_mesh:
         from voxrender.export import MISSING
 
@@ -271,13 +316,21 @@ def cmd_sample(args) -> int:
         except ImportError:
             raise _fail(MISSING) from None
     config = dict(ck["config"])
-    config["vae"] = dict(config["vae"], backend=args.backend)
-    model = load_model({**ck, "config": config}, device)
-    from voxrender.models.vae.sample import latent_stats
+    config[kind] = dict(config[kind], backend=args.backend)
+    if kind == "gan":
+        from voxrender.models.gan.sample import sample as gan_sample
+        from voxrender.models.gan.train import load_model as gan_load_model
 
-    stats = latent_stats(model, make_dataset(config["data"], config["vae"]), device=device)
-    files = sample(model, args.n, args.out, seed=args.seed, turntable=args.turntable, export_mesh=args.export_mesh,
-                   threshold=args.threshold, device=device, latent_stats=stats)
+        model = gan_load_model({**ck, "config": config}, device)
+        files = gan_sample(model, args.n, args.out, seed=args.seed, turntable=args.turntable,
+                           export_mesh=args.export_mesh, threshold=args.threshold, device=device)
+    else:
+        model = load_model({**ck, "config": config}, device)
+        from voxrender.models.vae.sample import latent_stats
+
+        stats = latent_stats(model, make_dataset(config["data"], config["vae"]), device=device)
+        files = sample(model, args.n, args.out, seed=args.seed, turntable=args.turntable,
+                       export_mesh=args.export_mesh, threshold=args.threshold, device=device, latent_stats=stats)
     if args.export_mesh:
         import numpy as np
 
@@ -338,14 +391,31 @@ def add_model_commands(sub) -> None:
                     help="vae: the mu-VAE voxel model (encoder, voxel decoder, pose through the renderer); gan: the "
                          "PrGAN-style voxel GAN (3D generator, renderings, 2D discriminator with feature matching)")
     tr.add_argument("--data", action="append", default=None, metavar="SOURCE",
-                    help="training data: synthetic (built-in procedural voxel shapes; the default)")
+                    help="training data, repeatable (several make a mixture): synthetic (built-in procedural voxel "
+                         "shapes; the default), mnist:DIR or fashion:DIR (the IDX files train-images-idx3-ubyte[.gz] "
+                         "and train-labels-idx1-ubyte[.gz] in DIR), folder:DIR (every PNG/JPG/... image under DIR, "
+                         "centre square resized), celeba:DIR (img_align_celeba, centre 108 px crop), modelnet:DIR "
+                         "(ModelNet40 DIR/<category>/train/*.off rendered by the rasterizer from random azimuths). "
+                         "Nothing is downloaded: a missing dataset says what to get and where to put it")
+    tr.add_argument("--data-weights", type=float, nargs="+", default=None, metavar="W",
+                    help="mixture weights, one per --data (default: the paper's mixture, 1/4 mnist, 1/4 fashion, "
+                         "1/2 shared by the other sources)")
+    tr.add_argument("--categories", nargs="+", default=None,
+                    help="modelnet: categories (default the paper's six: chair car cup bowl person airplane)")
+    tr.add_argument("--modelnet-mode", default="silhouette", choices=["silhouette", "shaded"],
+                    help="modelnet: render silhouettes (white on black, like the voxel models) or Lambertian shading")
+    tr.add_argument("--modelnet-views", type=int, default=24,
+                    help="modelnet: renderings per mesh (random azimuth offset per mesh, then every 360/N degrees; "
+                         "rendered once and cached), 0: a fresh random azimuth per item, rendered on the fly")
+    tr.add_argument("--cache-dir", default=None,
+                    help="modelnet: keep the renderings in this folder between runs (default: in memory only)")
     tr.add_argument("--out", default=None, help="run folder (last.ckpt, config.json; default runs/MODEL)")
     tr.add_argument("--steps", type=int, default=None, help="total optimizer steps (overrides --epochs)")
     tr.add_argument("--epochs", type=int, default=15, help="epochs over the training set (vae, published: 15)")
     tr.add_argument("--batch-size", type=int, default=64, help="global batch size (published: 64)")
     tr.add_argument("--lr", type=float, default=None,
                     help="Adam learning rate (vae, published: 1e-3); gan: the generator's (published: 2.5e-3)")
-    tr.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip, 0 for none (published: 1.0)")
+    tr.add_argument("--grad-clip", type=float, default=1.0, help="vae: gradient-norm clip, 0 for none (published: 1.0)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the run (weights, sampling, data order)")
     tr.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                     help="continue from OUT/last.ckpt (or CKPT) up to --steps/--epochs; the model settings "
@@ -387,8 +457,11 @@ def add_model_commands(sub) -> None:
     tr.set_defaults(fn=cmd_train)
     # -- eval -------------------------------------------------------------------------------------------
     ev = sub.add_parser(
-        "eval", formatter_class=fmt, help="evaluate a VAE checkpoint on held-out built-in shapes",
-        description="Voxel IoU against the ground truth after the best of 36 azimuth offsets and a mirror "
+        "eval", formatter_class=fmt, help="evaluate a VAE or GAN checkpoint on held-out built-in shapes",
+        description="A VAE reconstructs each held-out image with its encoder; a GAN's shape for an image is "
+                    "found by inversion (the nearest rendering among --pool generated shapes x 8 views, then "
+                    "--refine-steps of Adam on the latent and the azimuth). Voxel IoU against the ground truth "
+                    "after the best of 36 azimuth offsets and a mirror "
                     "flip (threshold 0.5 and the best swept threshold), novel-view silhouette IoU, azimuth error "
                     "after one global offset; baselines: the best single fixed shape (mean ground-truth voxels) "
                     "and the visual hull of one view. Writes OUT/metrics.json, voxels_pred.npy, voxels_gt.npy "
@@ -398,13 +471,19 @@ def add_model_commands(sub) -> None:
     ev.add_argument("--out", required=True, help="output folder")
     ev.add_argument("--n", type=int, default=256, help="held-out shapes")
     ev.add_argument("--no-pictures", action="store_true", help="metrics and arrays only")
+    ev.add_argument("--pool", type=int, default=1024,
+                    help="gan: generated shapes (x 8 views) searched for the nearest rendering of each held-out image")
+    ev.add_argument("--refine-steps", type=int, default=50,
+                    help="gan: Adam steps on the latent and the azimuth after the search (0: search only)")
     _common(ev)
     ev.set_defaults(fn=cmd_eval)
     # -- sample -----------------------------------------------------------------------------------------
     sa = sub.add_parser(
-        "sample", formatter_class=fmt, help="new shapes from a trained VAE: pictures, turntable, voxels, meshes",
+        "sample", formatter_class=fmt, help="new shapes from a trained VAE or GAN: pictures, turntable, voxels, meshes",
         description="Decodes N shape latents of a VAE checkpoint (drawn from a diagonal Gaussian fitted to the "
-                    "encoder's latents of 512 training images) and writes OUT/samples.png, "
+                    "encoder's latents of 512 training images), or generates N shapes of a GAN checkpoint "
+                    "(z ~ U(-1, 1), plus OUT/views.png: each shape from the 8 training views), and writes "
+                    "OUT/samples.png, "
                     "OUT/voxels.npy (N, G, G, G occupancy in [0, 1]), with --turntable OUT/turntable.gif, "
                     "with --export-mesh OUT/sample_XX.obj (marching cubes; needs scikit-image).")
     sa.add_argument("checkpoint", help="a checkpoint written by `voxrender train` or `demo` (last.ckpt)")

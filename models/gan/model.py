@@ -170,7 +170,7 @@ def d_loss_and_accuracy(real_logits: Tensor, fake_logits: Tensor) -> tuple[Tenso
     loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
     correct = (real_logits > 0).sum() + (fake_logits < 0).sum()
-    acc = correct.float() / (real_logits.numel() + fake_logits.numel())
+    acc = correct.double() / (real_logits.numel() + fake_logits.numel())  # float64: 8/10 is 0.8 exactly
     return loss, acc
 
 

@@ -125,11 +125,11 @@ class GANTask(TrainTask):
         real_logits, real_feat = self.D(real)
         fake_logits, _ = self.D(fake.detach())
         d_loss, acc = d_loss_and_accuracy(real_logits, fake_logits)
-        acc = acc.detach().clone()
+        acc = acc.detach().double().clone()
         _all_reduce_mean([acc.view(1)])
         logs = {"d_loss": d_loss.detach(), "d_acc": acc}
         trainer.check_finite(d_loss, logs)
-        step_d = float(acc) <= cfg.d_acc_max
+        step_d = float(acc) <= cfg.d_acc_max + 1e-6  # (an accuracy is a multiple of 1 / (2 B))
         snap = None
         if step_d:
             snap = self._d_snapshot()
@@ -214,14 +214,15 @@ class GANMonitor:
     def __call__(self, trainer, logs: dict) -> None:
         if trainer.rank != 0:
             return
-        if self.t0 is None:
+        if self.t0 is None:  # images/s counts from the end of the first step of this process
             self.t0 = time.perf_counter()
             if self.progress:
                 from tqdm.auto import tqdm
 
                 self.bar = tqdm(total=trainer.steps, initial=trainer.step - 1, desc=self.desc, unit="step",
                                 dynamic_ncols=True, file=sys.stderr)
-        self.n_img += trainer.batch_size
+        else:
+            self.n_img += trainer.batch_size
         if self.bar is not None:
             self.bar.update(1)
             dt = max(time.perf_counter() - self.t0, 1e-9)
