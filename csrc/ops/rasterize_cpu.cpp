@@ -60,9 +60,9 @@ void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H,
   constexpr int64_t kChunk = 4096;
   const int64_t chunks_per_item = std::max<int64_t>(1, (F + kChunk - 1) / kChunk);
   std::vector<std::vector<Live>> chunk_live(size_t(B * chunks_per_item));
-  auto face_setup = [&](int64_t b, int64_t fi, const int64_t* idx) {
+  auto face_setup = [&](int64_t b, const int64_t* idx, bool box_only) {
     const T* base = vp + b * V * 4;
-    return setup_face<T>(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], true, cull, H, W);
+    return setup_face<T>(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], true, cull, H, W, box_only);
   };
   at::parallel_for(0, B * chunks_per_item, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
@@ -72,7 +72,7 @@ void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H,
       for (int64_t fi = f0; fi < f1; ++fi) {
         const int64_t* idx = fp + 3 * (b * F + fi);
         if (idx[0] < 0 || idx[1] < 0 || idx[2] < 0) continue;  // padding row
-        const FaceSetup<T> f = face_setup(b, fi, idx);
+        const FaceSetup<T> f = face_setup(b, idx, true);
         if (f.live) out.push_back(Live{int32_t(fi), f.row0, f.row1});
       }
     }
@@ -126,7 +126,7 @@ void rasterize_cpu_impl(const at::Tensor& verts, const at::Tensor& faces, int H,
       const int32_t* list = bin_faces[size_t(b)].data();
       for (int64_t e = start[size_t(band)]; e < start[size_t(band) + 1]; ++e) {
         const int32_t fi = list[e];
-        const FaceSetup<T> f = face_setup(b, fi, fp + 3 * (b * F + fi));
+        const FaceSetup<T> f = face_setup(b, fp + 3 * (b * F + fi), false);
         const int i0 = std::max(f.row0, r_lo), i1 = std::min(f.row1, r_hi);
         for (int i = i0; i <= i1; ++i) {
           const T y = py[size_t(i)];

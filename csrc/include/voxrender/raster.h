@@ -164,14 +164,16 @@ VR_HD bool setup_fixed(const T* v0, const T* v1, const T* v2, int H, int W, Face
   return true;
 }
 
-// Sets up face (v0, v1, v2) for an H x W image. valid: false for padding rows.
+// Sets up face (v0, v1, v2) for an H x W image. valid: false for padding rows. box_only: stop once `live`
+// and the pixel box are known for a fixed-point face (the float coefficients are then left unset).
 //
 // Faces with all w > 0 (within the guard band) take the fixed-point path: exact edge functions and an
 // exact pixel bounding box; the snapped area decides degeneracy (== 0) and facing (< 0 front).
 // Otherwise the float homogeneous path: det decides degeneracy and facing, and the box is the whole image
 // (the visible part of a face crossing w = 0 can reach any border; such faces are few in practice).
 template <typename T>
-VR_HD FaceSetup<T> setup_face(const T* v0, const T* v1, const T* v2, bool valid, bool cull_backfaces, int H, int W) {
+VR_HD FaceSetup<T> setup_face(const T* v0, const T* v1, const T* v2, bool valid, bool cull_backfaces, int H, int W,
+                              bool box_only = false) {
   FaceSetup<T> f;
   int64_t area = 0;
   f.fixed = valid && setup_fixed(v0, v1, v2, H, W, &f, &area);
@@ -179,6 +181,10 @@ VR_HD FaceSetup<T> setup_face(const T* v0, const T* v1, const T* v2, bool valid,
     // Covers no pixel centre (degenerate, culled, or its exact box holds none: most faces of a mesh
     // finer than the pixels): done before the float setup, which only live faces need.
     f.live = false, f.row0 = 1, f.row1 = 0;
+    return f;
+  }
+  if (f.fixed && box_only) {  // live, box known: the caller (binning) needs no more
+    f.live = true;
     return f;
   }
   T e[3][3];
