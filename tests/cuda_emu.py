@@ -69,34 +69,43 @@ def unavailable_reason() -> str:
     return ""
 
 
-def library():
-    """The compiled emulation (built once per source version, cached in the temp folder)."""
-    if _lib:
-        return _lib[0]
-    sources = {name: _rewrite(os.path.join(KERNELS, name + ".cu")) for name in ("rasterize", "interpolate")}
+def build(kernels: list[str], harnesses: list[str], tag: str) -> ctypes.CDLL:
+    """csrc/kernels/<kernel>.cu for each of ``kernels``, rewritten for the emulation and compiled with the
+    ``harnesses`` (C++ entry points) into one shared library: built once per source version (every
+    harness, shim, header and kernel file is hashed), cached in the temp folder."""
+    sources = {name: _rewrite(os.path.join(KERNELS, name + ".cu")) for name in kernels}
     digest = hashlib.sha1()
     for name in sorted(sources):
         digest.update(sources[name].encode())
-    for folder in (SRC, INCLUDE, KERNELS):
+    for path in harnesses:
+        digest.update(open(path, "rb").read())
+    for folder in (SRC, INCLUDE, os.path.join(INCLUDE, "voxrender"), KERNELS):
         for f in sorted(os.listdir(folder)):
             if f.endswith((".h", ".cuh", ".cpp")):
                 digest.update(open(os.path.join(folder, f), "rb").read())
-    build = os.path.join(tempfile.gettempdir(), f"voxrender_cuda_emu_{digest.hexdigest()[:16]}")
-    so = os.path.join(build, "libvoxrender_cuda_emu.so")
+    build_dir = os.path.join(tempfile.gettempdir(), f"voxrender_{tag}_emu_{digest.hexdigest()[:16]}")
+    so = os.path.join(build_dir, f"lib{tag}_emu.so")
     if not os.path.exists(so):
-        os.makedirs(build, exist_ok=True)
+        os.makedirs(build_dir, exist_ok=True)
         for name, text in sources.items():
-            with open(os.path.join(build, f"{name}_emu.cpp"), "w") as f:
+            with open(os.path.join(build_dir, f"{name}_emu.cpp"), "w") as f:
                 f.write(text)
         tmp = so + f".{os.getpid()}.tmp"
         cmd = [os.environ.get("CXX", "g++"), "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-pthread",
-               "-I", SRC, "-I", build, "-I", KERNELS, "-I", INCLUDE,
-               os.path.join(SRC, "harness_rasterize.cpp"), os.path.join(SRC, "harness_interpolate.cpp"), "-o", tmp]
+               "-I", SRC, "-I", build_dir, "-I", KERNELS, "-I", INCLUDE, *harnesses, "-o", tmp]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
-            raise RuntimeError("building the CUDA-kernel emulation failed:\n" + res.stderr[-4000:])
+            raise RuntimeError(f"building the {tag} kernel emulation failed:\n" + res.stderr[-4000:])
         os.replace(tmp, so)
-    lib = ctypes.CDLL(so)
+    return ctypes.CDLL(so)
+
+
+def library():
+    """The compiled emulation of the rasterize and interpolate kernels."""
+    if _lib:
+        return _lib[0]
+    lib = build(["rasterize", "interpolate"],
+                [os.path.join(SRC, "harness_rasterize.cpp"), os.path.join(SRC, "harness_interpolate.cpp")], "cuda")
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     lib.emu_rasterize.argtypes = [i32, i32, i64, i64, i64, i32, i32, i32, ptr, ptr, ptr, ptr, ptr, i32]
     lib.emu_rasterize.restype = i32

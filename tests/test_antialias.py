@@ -11,7 +11,7 @@ import torch
 
 import voxrender as vr
 from voxrender.data.meshes import icosphere
-from voxrender.reference.antialias import face_adjacency, silhouette_edges
+from voxrender.reference.antialias import silhouette_edges
 from voxrender.reference.rasterize import Fragments, edge_coefficients
 from vr_testing import backend_or_skip, needs_cuda
 
@@ -22,9 +22,9 @@ TOL = {torch.float32: dict(rtol=2e-5, atol=2e-6), torch.float64: dict(rtol=1e-10
 def cpu_or_skip(dtype=torch.float32):
     backend_or_skip("cpu", "cpu", dtype)
     if not hasattr(torch.ops.voxrender, "antialias_forward"):
-        pytest.skip("the built extension predates torch.ops.voxrender.antialias_forward (rebuild it)")
+        pytest.fail("the built extension predates torch.ops.voxrender.antialias_forward (rebuild it)")
     if len(torch.ops.voxrender.antialias_forward.default._schema.arguments) != 7:
-        pytest.skip("the built extension predates the adjacency argument of antialias_forward (rebuild it)")
+        pytest.fail("the built extension predates the adjacency argument of antialias_forward (rebuild it)")
 
 
 # ---------------------------------------------------------------------------------------------- topology
@@ -927,36 +927,14 @@ def emu_library():
     rewrite and runtime shim), with tests/antialias_emu_harness.cpp as the entry point. Built once per
     source version in the temp folder."""
     import ctypes
-    import hashlib
     import os
-    import subprocess
-    import tempfile
 
     cuda_emu = pytest.importorskip("cuda_emu", reason="tests/cuda_emu.py (the CUDA-kernel emulation) is not present")
     why = cuda_emu.unavailable_reason()
     if why:
         pytest.skip(why)
-    here = os.path.dirname(os.path.abspath(__file__))
-    source = cuda_emu._rewrite(os.path.join(cuda_emu.KERNELS, "antialias.cu"))
-    harness = os.path.join(here, "antialias_emu_harness.cpp")
-    digest = hashlib.sha1(source.encode())
-    for path in (harness, os.path.join(cuda_emu.SRC, "cuda_runtime_api.h"),
-                 os.path.join(cuda_emu.KERNELS, "antialias.cuh"),
-                 os.path.join(cuda_emu.INCLUDE, "voxrender", "antialias.h")):
-        digest.update(open(path, "rb").read())
-    build = os.path.join(tempfile.gettempdir(), f"voxrender_antialias_emu_{digest.hexdigest()[:16]}")
-    so = os.path.join(build, "libantialias_emu.so")
-    if not os.path.exists(so):
-        os.makedirs(build, exist_ok=True)
-        with open(os.path.join(build, "antialias_emu.cpp"), "w") as f:
-            f.write(source)
-        tmp = so + f".{os.getpid()}.tmp"
-        cmd = [os.environ.get("CXX", "g++"), "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-pthread",
-               "-I", cuda_emu.SRC, "-I", build, "-I", cuda_emu.KERNELS, "-I", cuda_emu.INCLUDE, harness, "-o", tmp]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        assert res.returncode == 0, "building the antialias kernel emulation failed:\n" + res.stderr[-4000:]
-        os.replace(tmp, so)
-    lib = ctypes.CDLL(so)
+    harness = os.path.join(os.path.dirname(os.path.abspath(__file__)), "antialias_emu_harness.cpp")
+    lib = cuda_emu.build(["antialias"], [harness], "antialias")
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     lib.emu_antialias.argtypes = [i32, i64, i32, i32, i32, i64, i64] + [ptr] * 11
     lib.emu_antialias.restype = i32

@@ -346,37 +346,14 @@ def emu_library():
     rewrite and runtime shim), with tests/fragments_emu_harness.cpp as the entry point. Built once per
     source version in the temp folder."""
     import ctypes
-    import hashlib
     import os
-    import subprocess
-    import tempfile
 
     cuda_emu = pytest.importorskip("cuda_emu", reason="tests/cuda_emu.py (the CUDA-kernel emulation) is not present")
     why = cuda_emu.unavailable_reason()
     if why:
         pytest.skip(why)
-    here = os.path.dirname(os.path.abspath(__file__))
-    source = cuda_emu._rewrite(os.path.join(cuda_emu.KERNELS, "fragments.cu"))
-    harness = os.path.join(here, "fragments_emu_harness.cpp")
-    digest = hashlib.sha1(source.encode())
-    for path in (harness, os.path.join(cuda_emu.SRC, "cuda_runtime_api.h"),
-                 os.path.join(cuda_emu.KERNELS, "fragments.cuh"),
-                 os.path.join(cuda_emu.INCLUDE, "voxrender", "fragments.h"),
-                 os.path.join(cuda_emu.INCLUDE, "voxrender", "raster.h")):
-        digest.update(open(path, "rb").read())
-    build = os.path.join(tempfile.gettempdir(), f"voxrender_fragments_emu_{digest.hexdigest()[:16]}")
-    so = os.path.join(build, "libfragments_emu.so")
-    if not os.path.exists(so):
-        os.makedirs(build, exist_ok=True)
-        with open(os.path.join(build, "fragments_emu.cpp"), "w") as f:
-            f.write(source)
-        tmp = so + f".{os.getpid()}.tmp"
-        cmd = [os.environ.get("CXX", "g++"), "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-pthread",
-               "-I", cuda_emu.SRC, "-I", build, "-I", cuda_emu.KERNELS, "-I", cuda_emu.INCLUDE, harness, "-o", tmp]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        assert res.returncode == 0, "building the fragments kernel emulation failed:\n" + res.stderr[-4000:]
-        os.replace(tmp, so)
-    lib = ctypes.CDLL(so)
+    harness = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fragments_emu_harness.cpp")
+    lib = cuda_emu.build(["fragments"], [harness], "fragments")
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     lib.emu_fragments.argtypes = [i32, i32, i64, i64, i64, i64, i64] + [ptr] * 10 + [i32]
     lib.emu_fragments.restype = i32
