@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 
 from voxrender import backends
@@ -7,3 +9,27 @@ from voxrender import backends
 def _no_env_backend(monkeypatch):
     # Tests choose backends explicitly; a developer's VOXRENDER_BACKEND must not change them.
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
+
+
+class CliResult:
+    def __init__(self, code, out, err):
+        self.returncode, self.stdout, self.stderr = code, out, err
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Runs ``voxrender ARGS`` in this process (no interpreter start-up: seconds saved per call) and
+    returns its exit code, stdout and stderr."""
+    from voxrender.cli import main
+
+    def run(*args):
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run

@@ -5,7 +5,6 @@ missing-dataset messages; `voxrender train vae|gan --data ...`."""
 import gzip
 import math
 import struct
-import sys
 
 import numpy as np
 import pytest
@@ -299,27 +298,6 @@ def test_mixture_weights_determinism_and_shapes(tmp_path):
 
 
 # -- the command line --------------------------------------------------------------------------------------------
-
-class Result:
-    def __init__(self, code, out, err):
-        self.returncode, self.stdout, self.stderr = code, out, err
-
-
-@pytest.fixture
-def run_cli(capsys):
-    from voxrender.cli import main
-
-    def run(*args):
-        try:
-            code = main(list(args))
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            if isinstance(e.code, str):
-                print(e.code, file=sys.stderr)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
 
 
 def test_cli_train_on_real_data(tmp_path, run_cli):

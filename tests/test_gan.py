@@ -262,28 +262,6 @@ def test_inversion_finds_a_pool_shape_and_its_view():
     assert float(inv["z"].abs().max()) <= 1
 
 
-class Result:
-    def __init__(self, code, out, err):
-        self.returncode, self.stdout, self.stderr = code, out, err
-
-
-@pytest.fixture
-def run_cli(capsys):
-    from voxrender.cli import main
-
-    def run(*args):
-        try:
-            code = main(list(args))
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            if isinstance(e.code, str):
-                print(e.code, file=sys.stderr)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
-
-
 def _has_skimage():
     try:
         import skimage.measure  # noqa: F401

@@ -133,29 +133,6 @@ def _has_skimage():
     return True
 
 
-class Result:
-    def __init__(self, code, out, err):
-        self.returncode, self.stdout, self.stderr = code, out, err
-
-
-@pytest.fixture
-def run_cli(capsys):
-    """Runs ``voxrender ARGS`` in this process (no interpreter start-up: seconds saved per call)."""
-    from voxrender.cli import main
-
-    def run(*args):
-        try:
-            code = main(list(args))
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            if isinstance(e.code, str):
-                print(e.code, file=sys.stderr)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
-
-
 def test_cli_help_explains_every_option(run_cli):
     for cmd, opts in [("train", ["--data", "--out", "--steps", "--epochs", "--batch-size", "--lr", "--seed",
                                  "--resume", "--device", "--backend", "--ckpt-every", "--pose", "--rgb", "--grid"]),
