@@ -457,11 +457,11 @@ def _fmt_sci(x) -> str:
     return "-" if x is None else f"{x:.1e}"
 
 
-def render_markdown(report: dict) -> str:
-    m = report["metadata"]
-    lines = ["# voxrender.project_volume vs the grid_sample pipeline", ""]
+def metadata_lines(m: dict, noisy: bool = False) -> list[str]:
+    """The Markdown header lines of a result file from ``machine_metadata``: device, CPU, versions, code
+    state, date and load, command."""
     dev = f"{m['gpu']} ({m['gpu_memory_gib']} GiB)" if m.get("gpu") else "the CPU"
-    lines += [
+    return [
         f"- device: {m['device']}, {dev}" + (f"; machine: {m['machine_note']}" if m.get("machine_note") else ""),
         f"- CPU: {m['cpu_model']} (lscpu model name), {m['cpu_count']} logical CPUs, {m['memory_gib']} GiB RAM, "
         f"torch threads {m['torch_threads']}",
@@ -474,8 +474,17 @@ def render_markdown(report: dict) -> str:
         + (f"; C++ extension built {m['git']['extension_built']}" if m["git"].get("extension_built") else ""),
         f"- date: {m['date']}; load average (1, 5, 15 min) at start {m['load_average_at_start']}, at end "
         f"{m.get('load_average_at_end')}; other processes used {_fmt_pct(m.get('other_processes_cpu_fraction'))} "
-        "of the CPUs during the run",
+        "of the CPUs during the run" + (" (a shared, noisy machine: compare ratios measured in the same run, "
+                                        "and prefer min ms)" if noisy else ""),
         f"- command: `{m['command']}`",
+    ]
+
+
+def render_markdown(report: dict) -> str:
+    m = report["metadata"]
+    lines = ["# voxrender.project_volume vs the grid_sample pipeline", ""]
+    lines += metadata_lines(m)
+    lines += [
         f"- inputs: {report['inputs']}; {report['warmup']} warm-up calls, then {report['repeat']} timed calls "
         "per variant, round-robin over the variants",
         "- backends not run: " + ("; ".join(f"{b} ({'; '.join(r)})" for b, r in report["skipped_backends"].items())

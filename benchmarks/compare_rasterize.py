@@ -43,8 +43,8 @@ import torch  # noqa: E402
 import voxrender as vr  # noqa: E402
 import peers  # noqa: E402
 import raster_cases as rc  # noqa: E402
-from compare_projection import (OtherLoad, _fmt_mib, _fmt_ms, _fmt_pct, _loadavg, cuda_peak_bytes,  # noqa: E402
-                                machine_metadata, measure_bandwidth)
+from compare_projection import (OtherLoad, _fmt_mib, _fmt_ms, _loadavg, cuda_peak_bytes,  # noqa: E402
+                                machine_metadata, measure_bandwidth, metadata_lines)
 from raster_cases import Case  # noqa: E402
 
 VARIANT_LABELS = {"cpu": "voxrender cpu", "cuda": "voxrender cuda", "triton": "voxrender triton",
@@ -433,23 +433,8 @@ def _holds(h) -> str:
 def render_markdown(report: dict) -> str:
     m = report["metadata"]
     lines = ["# voxrender.rasterize vs the torch brute force and the peer rasterizers", ""]
-    dev = f"{m['gpu']} ({m['gpu_memory_gib']} GiB)" if m.get("gpu") else "the CPU"
+    lines += metadata_lines(m, noisy=bool(report.get("noisy")))
     lines += [
-        f"- device: {m['device']}, {dev}" + (f"; machine: {m['machine_note']}" if m.get("machine_note") else ""),
-        f"- CPU: {m['cpu_model']}, {m['cpu_count']} logical CPUs, {m['memory_gib']} GiB RAM, torch threads "
-        f"{m['torch_threads']}",
-        f"- torch {m['torch']}, triton {m['triton']}, voxrender {m['voxrender']}, Python {m['python']}"
-        + (f", CUDA {m['cuda']}" if m.get("cuda") else ""),
-        f"- platform: {m['platform']}",
-        f"- code: commit {m['git'].get('commit')}" + (
-            f", with uncommitted changes in {', '.join(sorted({l[3:] for l in m['git']['uncommitted_changes']}))}"
-            if m["git"].get("uncommitted_changes") else "")
-        + (f"; C++ extension built {m['git']['extension_built']}" if m["git"].get("extension_built") else ""),
-        f"- date: {m['date']}; load average (1, 5, 15 min) at start {m['load_average_at_start']}, at end "
-        f"{m.get('load_average_at_end')}; other processes used {_fmt_pct(m.get('other_processes_cpu_fraction'))} "
-        "of the CPUs during the run" + (" (a shared, noisy machine: compare ratios measured in the same run, "
-                                        "and prefer min ms)" if report.get("noisy") else ""),
-        f"- command: `{m['command']}`",
         f"- warm-up calls: {report['warmup']}, then {report['repeat']} timed calls per variant, round-robin "
         f"(the torch brute force: no warm-up, {report['torch_repeat']} calls, on {', '.join(report['torch_pipelines'])} "
         f"only, while F x H x W x B <= {report['torch_budget']:.3g})",
