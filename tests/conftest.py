@@ -11,6 +11,18 @@ def _no_env_backend(monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: small ops run much faster (and steadier) than with several on a
+    busy machine."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 class CliResult:
     def __init__(self, code, out, err):
         self.returncode, self.stdout, self.stderr = code, out, err

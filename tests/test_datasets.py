@@ -16,12 +16,7 @@ from voxrender.data.modelnet import PAPER_CATEGORIES, ModelNetRenders, prepare_m
 from voxrender.data.sources import Mixture, build_dataset, paper_weights, parse_source
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: one thread is faster and steadier
 
 
 def _digits(n, seed=0, size=28):

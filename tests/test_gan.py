@@ -24,12 +24,7 @@ TINY = {"model": "gan", "lr_g": 2.5e-3, "lr_d": 1e-4, "beta1": 0.5, "batch_size"
         "data": {"name": "synthetic", "length": 40, "seed": 0, "kinds": None}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: one thread is faster and steadier
 
 
 def test_published_defaults_and_shapes():

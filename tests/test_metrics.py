@@ -13,13 +13,7 @@ from voxrender.metrics import (aligned_iou, azimuth_error, evaluate_voxels, iou,
                                rotate_voxels_y, soft_iou, turn_voxels_y, visual_hull_one_view)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small ops: one intra-op thread is much faster (and steadier) than several on a busy machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: one thread is faster and steadier
 
 
 @pytest.fixture(scope="module")

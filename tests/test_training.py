@@ -21,13 +21,7 @@ TINY = {"model": "vae", "lr": 2e-3, "grad_clip": 1.0, "batch_size": 8,
         "data": {"name": "synthetic", "length": 40, "seed": 0, "kinds": None}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small ops: one intra-op thread is much faster (and steadier) than several on a busy machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: one thread is faster and steadier
 
 
 def losses(trainer):

@@ -9,13 +9,7 @@ from voxrender.models.vae import (VAEConfig, VoxelVAE, clip_latents, gaussian_kl
                                   reconstruction_loss)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small ops: one intra-op thread is much faster (and steadier) than several on a busy machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: one thread is faster and steadier
 
 
 def test_published_defaults():

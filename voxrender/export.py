@@ -41,3 +41,17 @@ def voxels_to_mesh(voxels, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
     if np.einsum("ij,ij->i", a, np.cross(b, c)).sum() < 0:
         faces = faces[:, ::-1].copy()
     return torch.from_numpy(xyz.astype(np.float32)), torch.from_numpy(faces)
+
+
+def export_meshes(voxels, out, threshold: float = 0.5, prefix: str = "sample") -> list:
+    """Writes the ``threshold`` iso-surface of each grid of ``voxels`` (N, D, H, W) to
+    ``out/<prefix>_<i>.obj`` (atomically) and returns the paths."""
+    from pathlib import Path
+
+    from .mesh_io import save_obj
+
+    paths = []
+    for i in range(len(voxels)):
+        v, f = voxels_to_mesh(voxels[i], threshold)
+        paths.append(save_obj(Path(out) / f"{prefix}_{i:02d}.obj", v, f))
+    return paths

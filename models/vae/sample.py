@@ -41,14 +41,9 @@ def sample(model: VoxelVAE, n: int, out, seed: int = 0, turntable: bool = False,
         fr = [image_grid(list(_shade(occ, 2 * math.pi * k / frames, size=64)), ncol=ncol) for k in range(frames)]
         files["turntable"] = save_gif(fr, out / "turntable.gif", fps=12)
     if export_mesh:
-        from voxrender.export import voxels_to_mesh
-        from voxrender.mesh_io import save_obj
+        from voxrender.export import export_meshes
 
-        meshes = []
-        for i in range(n):
-            v, f = voxels_to_mesh(occ[i], threshold)
-            meshes.append(save_obj(out / f"sample_{i:02d}.obj", v, f))
-        files["meshes"] = meshes
+        files["meshes"] = export_meshes(occ[:n], out, threshold)
     return files
 
 
