@@ -118,6 +118,14 @@ def test_dense_grid_mesh(dtype):
             # decided by exact fixed-point edge functions, so the fill rule holds along shared edges and
             # at shared vertices alike.
             assert bool((fid[:, 1:-1, 1:-1] >= 0).all())
+    # Faces finer than the pixels: most have an empty box or a one-pixel box (tested exactly while binning).
+    for (h, w) in [(20, 26), (13, 13)]:
+        fid, _ = assert_matches_reference(verts, faces, h, w, False)
+        assert bool((fid[:, 1:-1, 1:-1] >= 0).all())
+    # Ties between sub-pixel faces: each face twice (bit-identical depths); the first copy wins.
+    dup = torch.cat([faces, faces], 1)
+    fid, _ = assert_matches_reference(verts, dup, 20, 26, False)
+    assert bool((fid[fid >= 0] < faces.shape[1]).all())
 
 
 def test_fill_rule_split_quads_cover_each_pixel_once():

@@ -127,29 +127,29 @@ VR_HD void edge_coefficients(const T* v0, const T* v1, const T* v2, T e[3][3], T
   *det = add_rn(add_rn(p0, p1), p2);
 }
 
-// Fixed-point part of the setup: snapped vertices, the exact signed area and oriented edges, and the exact
-// pixel bounding box. Returns false (float path) when a vertex has w <= 0 or lies beyond the guard band.
+// A clip vertex snapped to the fixed-point screen grid: (x, y) in sub-pixel units; ok is false when w <= 0,
+// the vertex lies beyond the guard band or the image is too large, and then every face using it takes the
+// float path. Snapping depends on the vertex alone, so a caller drawing a mesh may snap each vertex once
+// and pass the results to setup_face (the CPU op does: a grid mesh shares each vertex among six faces,
+// and the divisions of the snap were most of the per-face cost).
+struct SnappedVertex {
+  static constexpr int32_t kNone = INT32_MIN;  // did not snap (|x|, |y| < 2^29 otherwise: int32 holds them)
+  int32_t x, y;
+  VR_HD bool ok() const { return x != kNone; }
+};
+
 template <typename T>
-VR_HD bool setup_fixed(const T* v0, const T* v1, const T* v2, int H, int W, FaceSetup<T>* f, int64_t* area) {
-  if (H > kMaxFixedSize || W > kMaxFixedSize) return false;
-  const T* v[3] = {v0, v1, v2};
-  int64_t X[3], Y[3];
-  for (int k = 0; k < 3; ++k) {
-    if (!(v[k][3] > T(0))) return false;
-    if (!snap(double(v[k][0]), double(v[k][3]), W, &X[k]) || !snap(double(v[k][1]), double(v[k][3]), H, &Y[k]))
-      return false;
-  }
-  *area = (X[1] - X[0]) * (Y[2] - Y[0]) - (X[2] - X[0]) * (Y[1] - Y[0]);
-  const int64_t s = *area < 0 ? -1 : 1;
-  for (int k = 0; k < 3; ++k) {  // edge k runs from vertex a = k + 1 to b = k + 2
-    const int a = (k + 1) % 3, b = (k + 2) % 3;
-    const int64_t dx = X[b] - X[a], dy = Y[b] - Y[a];
-    f->A[k] = -s * dy;
-    f->B[k] = s * dx;
-    f->C[k] = s * (dy * X[a] - dx * Y[a]);
-    f->owner_fixed[k] = f->A[k] > 0 || (f->A[k] == 0 && f->B[k] > 0);
-  }
-  // Pixel j is in the box when its centre (2j + 1) 2^(bits - 1) lies in [min X, max X].
+VR_HD SnappedVertex snap_vertex(const T* v, int H, int W) {
+  int64_t x, y;
+  if (H > kMaxFixedSize || W > kMaxFixedSize || !(v[3] > T(0)) || !snap(double(v[0]), double(v[3]), W, &x) ||
+      !snap(double(v[1]), double(v[3]), H, &y))
+    return SnappedVertex{SnappedVertex::kNone, SnappedVertex::kNone};
+  return SnappedVertex{int32_t(x), int32_t(y)};
+}
+
+// Exact pixel box of snapped X, Y: pixel j is in it when its centre (2j + 1) 2^(bits - 1) lies in
+// [min X, max X] (rows likewise), clipped to the image. False when it holds no pixel centre.
+VR_HD bool fixed_box(const int64_t* X, const int64_t* Y, int H, int W, int* row0, int* row1, int* col0, int* col1) {
   const int64_t half = int64_t(1) << (kSubpixelBits - 1), one = int64_t(1) << kSubpixelBits;
   const int64_t xlo = X[0] < X[1] ? (X[0] < X[2] ? X[0] : X[2]) : (X[1] < X[2] ? X[1] : X[2]);
   const int64_t xhi = X[0] > X[1] ? (X[0] > X[2] ? X[0] : X[2]) : (X[1] > X[2] ? X[1] : X[2]);
@@ -159,13 +159,104 @@ VR_HD bool setup_fixed(const T* v0, const T* v1, const T* v2, int H, int W, Face
   int64_t r0 = -floor_div(-(ylo - half), one), r1 = floor_div(yhi - half, one);
   c0 = c0 < 0 ? 0 : c0, r0 = r0 < 0 ? 0 : r0;
   c1 = c1 > W - 1 ? W - 1 : c1, r1 = r1 > H - 1 ? H - 1 : r1;
-  f->col0 = int(c0), f->col1 = int(c1), f->row0 = int(r0), f->row1 = int(r1);
-  if (c0 > c1 || r0 > r1) f->row0 = 1, f->row1 = 0;
+  *row0 = int(r0), *row1 = int(r1), *col0 = int(c0), *col1 = int(c1);
+  return c0 <= c1 && r0 <= r1;
+}
+
+// Exact doubled signed area of snapped X, Y (< 0: front-facing in the y-down screen).
+VR_HD int64_t fixed_area(const int64_t* X, const int64_t* Y) {
+  return (X[1] - X[0]) * (Y[2] - Y[0]) - (X[2] - X[0]) * (Y[1] - Y[0]);
+}
+
+// Edge k (from vertex k + 1 to k + 2) oriented by the area's sign s: A * PX + B * PY + C >= 0 inside, and
+// whether the face owns the edge under the top-left rule.
+VR_HD void fixed_edge(const int64_t* X, const int64_t* Y, int k, int64_t s, int64_t* A, int64_t* B, int64_t* C,
+                      bool* owner) {
+  const int a = (k + 1) % 3, b = (k + 2) % 3;
+  const int64_t dx = X[b] - X[a], dy = Y[b] - Y[a];
+  *A = -s * dy;
+  *B = s * dx;
+  *C = s * (dy * X[a] - dx * Y[a]);
+  *owner = *A > 0 || (*A == 0 && *B > 0);
+}
+
+// The fixed-point coverage rule at sub-pixel point (PX, PY) for edge (A, B, C, owner).
+VR_HD bool fixed_inside(int64_t A, int64_t B, int64_t C, bool owner, int64_t PX, int64_t PY) {
+  const int64_t e = A * PX + B * PY + C;
+  return (e > 0) | ((e == 0) & owner);  // bitwise: the outcome is a coin toss for small faces
+}
+
+// Fixed-point part of the setup from the snapped vertices: the exact pixel bounding box (empty: the face
+// covers no pixel centre, and nothing else is computed), the exact signed area and the oriented edge
+// functions. Returns false (float path) when a vertex did not snap.
+template <typename T>
+VR_HD bool setup_fixed(const SnappedVertex& s0, const SnappedVertex& s1, const SnappedVertex& s2, int H, int W,
+                       FaceSetup<T>* f, int64_t* area) {
+  if (!(s0.ok() && s1.ok() && s2.ok())) return false;
+  const int64_t X[3] = {s0.x, s1.x, s2.x}, Y[3] = {s0.y, s1.y, s2.y};
+  if (!fixed_box(X, Y, H, W, &f->row0, &f->row1, &f->col0, &f->col1)) {
+    f->row0 = 1, f->row1 = 0, f->col0 = 1, f->col1 = 0;
+    *area = 0;
+    return true;
+  }
+  *area = fixed_area(X, Y);
+  const int64_t s = *area < 0 ? -1 : 1;
+  for (int k = 0; k < 3; ++k) fixed_edge(X, Y, k, s, &f->A[k], &f->B[k], &f->C[k], &f->owner_fixed[k]);
   return true;
 }
 
-// Sets up face (v0, v1, v2) for an H x W image. valid: false for padding rows. box_only: stop once `live`
-// and the pixel box are known for a fixed-point face (the float coefficients are then left unset).
+// Binning test of a face from its snapped vertices alone: -1 when a vertex did not snap (the float path:
+// the caller sets the face up with setup_face), 0 when it covers no pixel centre (degenerate, culled,
+// no pixel centre in its exact box, or a one-pixel box whose centre is outside), 1 when it may cover one
+// (then [row0, row1] are its box's rows), 2 when its box is the single pixel (row0, col0) and it covers
+// that pixel's centre. Cheaper than setup_face: a mesh finer than the pixels has mostly faces with a
+// one-pixel box or none.
+VR_HD int fixed_face_live(const SnappedVertex& s0, const SnappedVertex& s1, const SnappedVertex& s2, int H, int W,
+                          bool cull_backfaces, int* row0, int* row1, int* col0) {
+  if (!(s0.ok() && s1.ok() && s2.ok())) return -1;
+  const int64_t X[3] = {s0.x, s1.x, s2.x}, Y[3] = {s0.y, s1.y, s2.y};
+  int col1;
+  if (!fixed_box(X, Y, H, W, row0, row1, col0, &col1)) return 0;
+  const int64_t area = fixed_area(X, Y);
+  if (area == 0 || (cull_backfaces && area > 0)) return 0;
+  if (*row0 != *row1 || *col0 != col1) return 1;
+  const int64_t s = area < 0 ? -1 : 1, PX = pixel_centre_fixed(*col0), PY = pixel_centre_fixed(*row0);
+  bool inside = true;
+  for (int k = 0; k < 3; ++k) {
+    int64_t A, B, C;
+    bool owner;
+    fixed_edge(X, Y, k, s, &A, &B, &C, &owner);
+    inside &= fixed_inside(A, B, C, owner, PX, PY);
+  }
+  return inside ? 2 : 0;
+}
+
+// The float part of the setup: inward-oriented homogeneous edge coefficients, det, the vertices' z and w.
+template <typename T>
+VR_HD void setup_float(const T* v0, const T* v1, const T* v2, FaceSetup<T>* f) {
+  T e[3][3];
+  edge_coefficients(v0, v1, v2, e, &f->det);
+  const T s = f->det < T(0) ? T(-1) : T(1);  // orient the edges inwards
+  for (int k = 0; k < 3; ++k) {
+    f->a[k] = s * e[k][0];
+    f->b[k] = s * e[k][1];
+    f->c[k] = s * e[k][2];
+    f->owner[k] = f->a[k] > T(0) || (f->a[k] == T(0) && f->b[k] > T(0));
+  }
+  f->z[0] = v0[2], f->z[1] = v1[2], f->z[2] = v2[2];
+  f->w[0] = v0[3], f->w[1] = v1[3], f->w[2] = v2[3];
+}
+
+// How much of a face's setup a caller needs (setup_face).
+enum class Setup {
+  kFixed,  // fixed-point faces: the exact part only, not the float part (the caller runs setup_float
+           // itself once a pixel centre is covered: a lazy setup)
+  kFull,   // everything
+};
+
+// Sets up face (v0, v1, v2) for an H x W image. valid: false for padding rows. level: how much of a
+// fixed-point face to set up (faces on the float path are always set up in full).
+// snapped: the three vertices' snap_vertex results if the caller has them (else they are computed here).
 //
 // Faces with all w > 0 (within the guard band) take the fixed-point path: exact edge functions and an
 // exact pixel bounding box; the snapped area decides degeneracy (== 0) and facing (< 0 front).
@@ -173,54 +264,46 @@ VR_HD bool setup_fixed(const T* v0, const T* v1, const T* v2, int H, int W, Face
 // (the visible part of a face crossing w = 0 can reach any border; such faces are few in practice).
 template <typename T>
 VR_HD FaceSetup<T> setup_face(const T* v0, const T* v1, const T* v2, bool valid, bool cull_backfaces, int H, int W,
-                              bool box_only = false) {
+                              Setup level = Setup::kFull, const SnappedVertex* snapped = nullptr) {
   FaceSetup<T> f;
   int64_t area = 0;
-  f.fixed = valid && setup_fixed(v0, v1, v2, H, W, &f, &area);
-  if (f.fixed && !(area != 0 && (!cull_backfaces || area < 0) && f.row0 <= f.row1)) {
-    // Covers no pixel centre (degenerate, culled, or its exact box holds none: most faces of a mesh
-    // finer than the pixels): done before the float setup, which only live faces need.
-    f.live = false, f.row0 = 1, f.row1 = 0;
-    return f;
-  }
-  if (f.fixed && box_only) {  // live, box known: the caller (binning) needs no more
-    f.live = true;
-    return f;
-  }
-  T e[3][3];
-  edge_coefficients(v0, v1, v2, e, &f.det);
-  const T s = f.det < T(0) ? T(-1) : T(1);  // orient the edges inwards
-  for (int k = 0; k < 3; ++k) {
-    f.a[k] = s * e[k][0];
-    f.b[k] = s * e[k][1];
-    f.c[k] = s * e[k][2];
-    f.owner[k] = f.a[k] > T(0) || (f.a[k] == T(0) && f.b[k] > T(0));
-  }
-  f.z[0] = v0[2], f.z[1] = v1[2], f.z[2] = v2[2];
-  f.w[0] = v0[3], f.w[1] = v1[3], f.w[2] = v2[3];
-  if (f.fixed) {
-    f.live = true;  // checked above
+  if (snapped != nullptr) {
+    f.fixed = valid && setup_fixed(snapped[0], snapped[1], snapped[2], H, W, &f, &area);
   } else {
-    f.row0 = 0, f.row1 = H - 1, f.col0 = 0, f.col1 = W - 1;
-    f.live = valid && f.det != T(0) && (!cull_backfaces || f.det < T(0));
+    f.fixed = valid && setup_fixed(snap_vertex(v0, H, W), snap_vertex(v1, H, W), snap_vertex(v2, H, W), H, W, &f,
+                                   &area);
   }
+  if (f.fixed) {
+    // Dead when it covers no pixel centre (degenerate, culled, or its exact box holds none): decided
+    // before the float setup, which only live faces need.
+    f.live = area != 0 && (!cull_backfaces || area < 0) && f.row0 <= f.row1;
+    if (!f.live) f.row0 = 1, f.row1 = 0;
+    if (!f.live || level != Setup::kFull) return f;
+    setup_float(v0, v1, v2, &f);
+    return f;
+  }
+  setup_float(v0, v1, v2, &f);
+  f.row0 = 0, f.row1 = H - 1, f.col0 = 0, f.col1 = W - 1;
+  f.live = valid && f.det != T(0) && (!cull_backfaces || f.det < T(0));
   if (!f.live) f.row0 = 1, f.row1 = 0;
   return f;
 }
 
-// Coverage and depth of face f at pixel (i, j) with centre (px, py) in NDC, as the reference's
-// _coverage_chunk: inside by the fixed-point edge functions (fixed faces) or the float ones (E_k > 0, or
-// E_k == 0 and the face owns edge k), then E_0 + E_1 + E_2 > 0, the interpolated w > 0 and
-// -1 <= z/w <= 1; *depth = z/w.
+// Exact fixed-point coverage of pixel (i, j) by fixed-point face f (edges set up): E_k > 0, or E_k == 0
+// and the face owns edge k (the top-left rule), for all three edges.
 template <typename T>
-VR_HD bool cover_pixel(const FaceSetup<T>& f, int i, int j, T px, T py, T* depth) {
-  if (f.fixed) {
-    const int64_t PX = pixel_centre_fixed(j), PY = pixel_centre_fixed(i);
-    for (int k = 0; k < 3; ++k) {
-      const int64_t e = f.A[k] * PX + f.B[k] * PY + f.C[k];
-      if (!(e > 0 || (e == 0 && f.owner_fixed[k]))) return false;
-    }
-  }
+VR_HD bool cover_fixed(const FaceSetup<T>& f, int i, int j) {
+  const int64_t PX = pixel_centre_fixed(j), PY = pixel_centre_fixed(i);
+  bool inside = true;
+  for (int k = 0; k < 3; ++k) inside &= fixed_inside(f.A[k], f.B[k], f.C[k], f.owner_fixed[k], PX, PY);
+  return inside;
+}
+
+// The float part of cover_pixel at the pixel centre (px, py) in NDC (the fixed-point test, for fixed faces,
+// is the caller's): the float edge test (float-path faces only), then E_0 + E_1 + E_2 > 0, the
+// interpolated w > 0 and -1 <= z/w <= 1; *depth = z/w.
+template <typename T>
+VR_HD bool cover_float(const FaceSetup<T>& f, T px, T py, T* depth) {
   T ev[3];
   bool inside = true;
   for (int k = 0; k < 3; ++k) {
@@ -240,6 +323,15 @@ VR_HD bool cover_pixel(const FaceSetup<T>& f, int i, int j, T px, T py, T* depth
   if (!(d >= T(-1) && d <= T(1))) return false;
   *depth = d;
   return true;
+}
+
+// Coverage and depth of face f (set up in full) at pixel (i, j) with centre (px, py) in NDC, as the
+// reference's _coverage_chunk: inside by the fixed-point edge functions (fixed faces) or the float ones,
+// then the float tests of cover_float; *depth = z/w.
+template <typename T>
+VR_HD bool cover_pixel(const FaceSetup<T>& f, int i, int j, T px, T py, T* depth) {
+  if (f.fixed && !cover_fixed(f, i, j)) return false;
+  return cover_float(f, px, py, depth);
 }
 
 }  // namespace voxrender
