@@ -123,7 +123,9 @@ def render_depth(points_cam: Tensor, faces: Tensor, K, image_size, *, near: floa
         (B, H, W) depth. It is the interpolation of the vertices' z with the rasterizer's perspective-
         correct barycentrics, i.e. the exact ray-plane intersection depth of the visible triangle, and
         differentiable with respect to ``points_cam`` (and ``K``) with the visibility held fixed.
-        Rendering ``depth_to_points(depth, K)`` as ``grid_mesh_faces(H, W)`` gives ``depth`` back.
+        Rendering ``depth_to_points(depth, K)`` as ``grid_mesh_faces(H, W)`` gives ``depth`` back, except
+        on the last row and column: their pixel centres lie exactly on the mesh's right and bottom
+        boundary edges, which the top-left fill rule leaves uncovered (they get ``background``).
     """
     points = _check_points(points_cam, "points_cam")
     K = _check_intrinsics(K, points)
