@@ -137,6 +137,10 @@ def cmd_train(args) -> int:
     from voxrender.models.vae.model import VAEConfig
     from voxrender.training import NonFiniteLoss
 
+    if args.model == "stylegan2":  # its own data sources, config and files: models/stylegan2/train.py
+        from voxrender.models.stylegan2.train import cmd_train as cmd_train_stylegan2
+
+        return cmd_train_stylegan2(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or _default_device()
@@ -381,21 +385,25 @@ def add_model_commands(sub) -> None:
     demo.set_defaults(fn=cmd_demo)
     # -- train ------------------------------------------------------------------------------------------
     tr = sub.add_parser(
-        "train", formatter_class=fmt, help="train a model (vae, gan) with checkpoints, resume and progress bars",
+        "train", formatter_class=fmt, help="train a model (vae, gan, stylegan2) with checkpoints, resume and progress bars",
         description="Trains a bundled model. Progress bar with loss and images/s; OUT/last.ckpt is written "
                     "atomically every --ckpt-every steps, at the end and on Ctrl-C; --resume continues "
                     "bit-for-bit (same losses as an uninterrupted run); a NaN/inf loss stops the run with a "
                     "message and keeps the last good state. Several processes: torchrun --nproc_per_node N -m "
                     "voxrender train ... (gloo on CPU, NCCL on GPUs; --batch-size is the global batch).")
-    tr.add_argument("model", choices=["vae", "gan"],
+    tr.add_argument("model", choices=["vae", "gan", "stylegan2"],
                     help="vae: the mu-VAE voxel model (encoder, voxel decoder, pose through the renderer); gan: the "
-                         "PrGAN-style voxel GAN (3D generator, renderings, 2D discriminator with feature matching)")
+                         "PrGAN-style voxel GAN (3D generator, renderings, 2D discriminator with feature matching); "
+                         "stylegan2: a 2D StyleGAN2 on RGB images (writes OUT/stylegan2.pt in the format of "
+                         "rosinality's PyTorch port, and OUT/samples.png)")
     tr.add_argument("--data", action="append", default=None, metavar="SOURCE",
                     help="training data, repeatable (several make a mixture): synthetic (built-in procedural voxel "
                          "shapes; the default), mnist:DIR or fashion:DIR (the IDX files train-images-idx3-ubyte[.gz] "
                          "and train-labels-idx1-ubyte[.gz] in DIR), folder:DIR (every PNG/JPG/... image under DIR, "
                          "centre square resized), celeba:DIR (img_align_celeba, centre 108 px crop), modelnet:DIR "
-                         "(ModelNet40 DIR/<category>/train/*.off rendered by the rasterizer from random azimuths). "
+                         "(ModelNet40 DIR/<category>/train/*.off rendered by the rasterizer from random azimuths); "
+                         "stylegan2: one source, synthetic-faces (built-in procedural faces; its default) or one of "
+                         "the real sources above as RGB. "
                          "Nothing is downloaded: a missing dataset says what to get and where to put it")
     tr.add_argument("--data-weights", type=float, nargs="+", default=None, metavar="W",
                     help="mixture weights, one per --data (default: the paper's mixture, 1/4 mnist, 1/4 fashion, "
@@ -414,7 +422,8 @@ def add_model_commands(sub) -> None:
     tr.add_argument("--epochs", type=int, default=15, help="epochs over the training set (vae, published: 15)")
     tr.add_argument("--batch-size", type=int, default=64, help="global batch size (published: 64)")
     tr.add_argument("--lr", type=float, default=None,
-                    help="Adam learning rate (vae, published: 1e-3); gan: the generator's (published: 2.5e-3)")
+                    help="Adam learning rate (vae, published: 1e-3); gan: the generator's (published: 2.5e-3); "
+                         "stylegan2: both networks' (the port: 0.002)")
     tr.add_argument("--grad-clip", type=float, default=1.0, help="vae: gradient-norm clip, 0 for none (published: 1.0)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the run (weights, sampling, data order)")
     tr.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
@@ -447,7 +456,39 @@ def add_model_commands(sub) -> None:
                      help="gan: the discriminator is updated only while its batch accuracy is <= this")
     gan.add_argument("--sample-every", type=int, default=500,
                      help="gan: write OUT/samples/step_N.png (8 fixed latents x 8 views) every N steps, 0: only "
-                          "at the end")
+                          "at the end; stylegan2: OUT/samples.png and OUT/samples/step_N.png (g_ema on 16 fixed z)")
+    sg = tr.add_argument_group(
+        "stylegan2 options", "StyleGAN2 as in rosinality's stylegan2-pytorch train.py (non-saturating logistic loss, "
+        "lazy R1, optional path-length regularisation, style mixing, EMA generator, Adam betas (0, 0.99) with the "
+        "lazy-regularisation corrections; --lr default 0.002). Also uses --data, --steps/--epochs, --batch-size, "
+        "--seed, --resume, --out, --ckpt-every, --sample-every, --dataset-size, --device, --threads. OUT/stylegan2.pt "
+        "(keys g_ema, d, g, latent_avg) is written with every checkpoint; load it with "
+        "voxrender.models.stylegan2.load_checkpoint")
+    sg.add_argument("--size", type=int, default=64, help="stylegan2: image size, a power of two from 8 to 1024")
+    sg.add_argument("--channel-multiplier", type=int, default=2,
+                    help="stylegan2: the port's channel multiplier (2 = config-f; 1 = half the channels from 64 px up)")
+    sg.add_argument("--channels-max", type=int, default=None,
+                    help="stylegan2: cap every layer's channels at this (e.g. 32 or 64 for a small model that trains "
+                         "on a CPU; default: the port's table, 512 up to 32 px)")
+    sg.add_argument("--style-dim", type=int, default=512, help="stylegan2: size of z and w (the port: 512)")
+    sg.add_argument("--n-mlp", type=int, default=8, help="stylegan2: layers of the mapping network (the port: 8)")
+    sg.add_argument("--r1", type=float, default=None,
+                    help="stylegan2: R1 weight gamma (0: off; default StyleGAN2-ADA's 0.0002 * size^2 / batch, "
+                         "e.g. 0.05 at 64 px and batch 16; the port's default is 10)")
+    sg.add_argument("--d-reg-every", type=int, default=16, help="stylegan2: R1 every N steps (lazy regularisation)")
+    sg.add_argument("--path-reg", type=float, default=0.0,
+                    help="stylegan2: path-length regularisation weight (0: off; the port uses 2)")
+    sg.add_argument("--g-reg-every", type=int, default=4, help="stylegan2: path-length term every N steps")
+    sg.add_argument("--mixing", type=float, default=0.9, help="stylegan2: probability of style mixing per batch")
+    sg.add_argument("--ema-kimg", type=float, default=10.0,
+                    help="stylegan2: half-life of the EMA generator g_ema in thousands of images (the port: 10)")
+    sg.add_argument("--ema-rampup", type=float, default=0.05,
+                    help="stylegan2: limit the EMA half-life to this fraction of the images seen so far "
+                         "(StyleGAN2-ADA; 0: off, as in the port)")
+    sg.add_argument("--ema-beta", type=float, default=None,
+                    help="stylegan2: a fixed EMA decay per step instead of --ema-kimg/--ema-rampup")
+    sg.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
+                    help="stylegan2: mixed precision for the adversarial passes, CUDA only (ignored on the CPU)")
     tr.add_argument("--dataset-size", type=int, default=None, help="items in the synthetic training set (60000)")
     tr.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset")
     tr.add_argument("--kinds", nargs="+", default=None,

@@ -1,0 +1,192 @@
+"""SIDE / MAD on hand-made depth maps, the baselines, and the ellipsoid prior and threshold mask."""
+
+import math
+
+import pytest
+import torch
+
+from voxrender.data import SyntheticFaces
+from voxrender.models.gan2shape import metrics as M
+from voxrender.models.gan2shape import renderer as R
+from voxrender.models.gan2shape.prior import ellipsoid_depth_prior, mask_range, object_mask
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+D64 = torch.float64
+
+
+def tilted_plane(s, tilt, dtype=D64):
+    """The plane through (0, 0, 1) turned by ``tilt`` radians about the y axis, as a depth map."""
+    K = R.intrinsics(s, dtype=dtype)
+    a = (torch.arange(s, dtype=dtype) - K[0, 2]) / K[0, 0]
+    return (1 / (1 + math.tan(tilt) * a)).expand(1, s, s).clone()
+
+
+def face_depth(s=32):
+    """A bump on a background at depth 10 (the dataset's convention)."""
+    c = (s - 1) / 2
+    y, x = torch.meshgrid(torch.arange(s, dtype=D64), torch.arange(s, dtype=D64), indexing="ij")
+    r2 = ((x - c) ** 2 + (y - c) ** 2) / (0.35 * s) ** 2
+    d = 1.04 - 0.06 * (1 - r2).clamp(min=0).sqrt()
+    return torch.where(r2 < 1, d, torch.full_like(d, 10.0))[None]
+
+
+def test_erosion_removes_the_boundary_ring():
+    m = torch.zeros(1, 9, 9)
+    m[0, 2:7, 2:7] = 1
+    e = M.erode(m)
+    ref = torch.zeros(1, 9, 9)
+    ref[0, 3:6, 3:6] = 1
+    assert torch.equal(e, ref)
+    full = M.erode(torch.ones(2, 6, 6))  # zero padding: the image's own border goes too
+    ref = torch.zeros(2, 6, 6)
+    ref[:, 1:-1, 1:-1] = 1
+    assert torch.equal(full, ref)
+    twice = torch.zeros(1, 6, 6)
+    twice[0, 2:4, 2:4] = 1
+    assert torch.equal(M.erode(ref[0]), twice)
+
+
+def test_side_is_scale_invariant_and_hand_computed():
+    gt = face_depth()
+    r = M.evaluate_depth(gt * 1.07, gt)
+    assert r["side"].abs().max() < 1e-12 and r["mad"].abs().max() < 1e-5 and r["count"] == 1
+    # log-difference a on one half of the mask and b on the other: SIDE = |a - b| / 2
+    g = torch.full((1, 4, 6), 1.0, dtype=D64)
+    p = g.clone()
+    p[:, :2] *= math.exp(0.3)
+    p[:, 2:] *= math.exp(-0.1)
+    assert M.side(p, g, torch.ones(1, 4, 6)).item() == pytest.approx(0.2, abs=1e-12)
+    # d = (0, 0, 3) on a 3-pixel mask: mean 1, sqrt(mean (d - 1)^2) = sqrt(2)
+    p = torch.ones(1, 2, 3, dtype=D64)
+    p[0, 0, 2] = math.exp(3)
+    m = torch.zeros(1, 2, 3)
+    m[0, 0] = 1
+    assert M.side(p, torch.ones(1, 2, 3, dtype=D64), m).item() == pytest.approx(math.sqrt(2), abs=1e-12)
+    assert math.isnan(M.side(p, p, torch.zeros(1, 2, 3)).item())
+
+
+def test_mad_of_a_plane_and_a_tilted_plane_is_the_tilt():
+    s = 32
+    flat = torch.ones(1, s, s, dtype=D64)
+    every = torch.ones(1, s, s)
+    for deg in (5.0, 20.0, 40.0):
+        r = M.evaluate_depth(tilted_plane(s, math.radians(deg)), flat, gt_mask=every)
+        assert r["mad"].item() == pytest.approx(deg, abs=1e-9)
+        assert r["mask"].sum() == (s - 2) ** 2
+    # two tilts compose about the same axis
+    r = M.evaluate_depth(tilted_plane(s, math.radians(30)), tilted_plane(s, math.radians(-10)), gt_mask=every)
+    assert r["mad"].item() == pytest.approx(40.0, abs=1e-9)
+    # Unsup3d's eps shortens its normals: 6.5 degrees at 64 px for a perfect fronto-parallel prediction
+    gt = face_depth(64)
+    assert M.evaluate_depth(gt, gt)["mad"].item() < 1e-5
+    assert 4 < M.evaluate_depth(gt, gt, normal_eps=1e-7)["mad"].item() < 6.6
+    flat = torch.ones(1, 64, 64, dtype=D64)
+    every = torch.ones(1, 64, 64)
+    assert M.evaluate_depth(flat, flat, gt_mask=every, normal_eps=1e-7)["mad"].item() == pytest.approx(6.51, abs=0.01)
+
+
+def test_masks_follow_unsup3d():
+    gt = face_depth()
+    gm = M.gt_mask_from_depth(gt)
+    assert torch.equal(gm, (gt < 10).float())
+    pred = gt.clamp(max=1.2)  # a clamped warped depth: 1.2 marks no surface
+    m = M.evaluation_mask(pred, gt)
+    assert torch.equal(m, M.erode(gm))
+    pm = torch.ones_like(gm)
+    pm[:, :, :16] = 0
+    m2 = M.evaluation_mask(pred, gt, pred_mask=pm)
+    assert torch.equal(m2, M.erode(gm) * M.erode(pm)) and m2[:, :, :17].sum() == 0
+
+
+def test_summary_and_report():
+    mean, std, n = M.summarize(torch.tensor([1.0, 3.0, float("nan")]))
+    assert (mean, std, n) == (2.0, 1.0, 2)
+    line = M.format_metrics({"side_mean": 0.00793, "side_std": 0.0014, "mad_mean": 16.51, "mad_std": 1.56,
+                             "count": 3}, "unsup3d")
+    assert line == "unsup3d SIDE (x10^-2) 0.793 +- 0.140  MAD (deg) 16.51 +- 1.56  (3 images)"
+
+
+def test_baselines_on_synthetic_faces():
+    b = SyntheticFaces(6, seed=3, split="test").get_batch(range(6))
+    res = M.evaluate_baselines(b["depth"], b["mask"], b["image"])
+    assert set(res) == {"flat", "mean_depth", "ellipsoid"}
+    for r in res.values():
+        assert r["count"] == 6 and math.isfinite(r["side_mean"]) and math.isfinite(r["mad_mean"])
+        assert 0 < r["side_mean"] < 0.1 and 0 < r["mad_mean"] < 90
+    # a flat map's normals are (0, 0, 1): its MAD is the mean slant of the faces
+    assert res["mean_depth"]["mad_mean"] < res["flat"]["mad_mean"]
+    md = M.mean_depth(b["depth"], b["mask"])
+    assert md.shape == (64, 64) and 0.9 < md.min() and md.max() < 1.1
+
+
+# --------------------------------------------------------------------------------------------------------
+# the ellipsoid prior and the threshold mask
+
+
+def disk(s, c, r):
+    y, x = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    return ((x - c[1]) ** 2 + (y - c[0]) ** 2 <= r * r)
+
+
+def test_ellipsoid_on_a_disk():
+    m = disk(31, (15, 15), 10)
+    assert mask_range(m) == (25.0, 5.0, 25.0, 5.0)
+    d = ellipsoid_depth_prior(m)
+    assert d.shape == (1, 31, 31) and d.dtype == torch.float32
+    near, far = 0.91, 1.02
+    assert d[0, 15, 15].item() == pytest.approx(near, abs=1e-6)
+    assert d[0, 15, 25].item() == pytest.approx(far, abs=1e-6) and d[0, 5, 15].item() == pytest.approx(far, abs=1e-6)
+    assert torch.allclose(d[0][~disk(31, (15, 15), 10)], torch.tensor(far))
+    assert torch.equal(d, d.flip(-1)) and torch.equal(d, d.flip(-2))
+    row = d[0, 15, 15:26]
+    assert (row[1:] > row[:-1]).all()  # deepens monotonically towards the rim
+    # the spherical cap: depth = radius - sqrt(radius^2 - (rho t)^2) + near
+    t = math.sqrt(0.4 ** 2 - (0.4 - 0.11) ** 2)
+    assert d[0, 15, 20].item() == pytest.approx(0.4 - math.sqrt(0.16 - (0.5 * t) ** 2) + near, abs=1e-6)
+
+
+def test_ellipsoid_on_a_rectangle_and_options():
+    m = torch.zeros(41, 41, dtype=torch.bool)
+    m[10:31, 5:16] = True  # rows 10..30 (height 20), columns 5..15 (width 10): ratio 2
+    d = ellipsoid_depth_prior(m)[0]
+    assert d[20, 10].item() == pytest.approx(0.91, abs=1e-6)
+    assert d[30, 10].item() == pytest.approx(1.02, abs=1e-6) and d[20, 15].item() == pytest.approx(1.02, abs=1e-6)
+    # rho = 0.5 at 5 rows below the centre (rows count half: ratio 2) and at 2.5 columns beside it
+    t = math.sqrt(0.4 ** 2 - (0.4 - 0.11) ** 2)
+    cap = 0.4 - math.sqrt(0.16 - (0.5 * t) ** 2) + 0.91
+    assert d[25, 10].item() == pytest.approx(cap, abs=1e-6) and d[15, 10].item() == pytest.approx(cap, abs=1e-6)
+    # box centred on h / 2 (rows 10..30 of 41: centre 20, h / 2 = 20.5) vs GAN2Shape's exact code
+    legacy = ellipsoid_depth_prior(m, legacy_center=True)[0]
+    assert not torch.equal(legacy, d)
+    m2 = torch.zeros(40, 41, dtype=torch.bool)
+    m2[10:31, 5:16] = True  # centre row 20 = h / 2: identical
+    assert torch.equal(ellipsoid_depth_prior(m2, legacy_center=True), ellipsoid_depth_prior(m2))
+    # synface extends the box upwards by a sixth of its height
+    syn = ellipsoid_depth_prior(m, category="synface")[0]
+    assert syn[8, 10] < 1.02 and d[8, 10] == pytest.approx(1.02)
+    # float masks use the threshold, batches work, empty masks fail clearly
+    fm = m.float() * 0.8
+    fm[0:3, 0:3] = 0.6
+    assert torch.equal(ellipsoid_depth_prior(fm)[0], d)
+    both = ellipsoid_depth_prior(torch.stack([m, m.flip(-1)]).float())
+    assert both.shape == (2, 41, 41) and torch.equal(both[0], d) and torch.equal(both[1], d.flip(-1))
+    with pytest.raises(ValueError, match="empty"):
+        ellipsoid_depth_prior(torch.zeros(8, 8))
+    with pytest.raises(ValueError, match="category"):
+        ellipsoid_depth_prior(m, category="dog")
+
+
+def test_threshold_object_mask():
+    s = 24
+    obj = torch.zeros(s, s, dtype=torch.bool)
+    obj[6:18, 5:17] = True
+    img = torch.tensor([0.3, 0.5, 0.7])[:, None, None].expand(3, s, s).clone()
+    img[:, obj] = torch.tensor([0.8, 0.2, 0.1])[:, None]
+    assert torch.equal(object_mask(img, clean=0)[0], obj.float())  # background estimated from the border
+    assert torch.equal(object_mask(img, background=(0.3, 0.5, 0.7))[0], obj.float())
+    noisy = img.clone()
+    noisy[:, 1, 1] = 0.0  # a speck
+    noisy[:, 10, 10] = torch.tensor([0.3, 0.5, 0.7])  # a hole
+    assert torch.equal(object_mask(noisy)[0], obj.float())
+    assert object_mask(noisy[None].expand(2, -1, -1, -1)).shape == (2, s, s)
