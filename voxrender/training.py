@@ -122,6 +122,37 @@ def maybe_ddp(module: torch.nn.Module, device: str):
     return DDP(module, device_ids=ids)
 
 
+def noise_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
+    """The seed of one step's random draws on one rank (splitmix-style mixing, 63 bits): models that draw
+    their own noise per step (the GANs) seed a generator with it, so a resumed run draws the same noise and
+    every DDP rank draws its own. ``stream`` separates independent draws within a step."""
+    x = (int(seed) * 0x9E3779B97F4A7C15 + int(step) * 0xBF58476D1CE4E5B9 + int(rank) * 0x94D049BB133111EB
+         + int(stream) * 0xD6E8FEB86659FD93 + 7)
+    x %= 1 << 64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % (1 << 64)
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) % (1 << 64)
+    return (x ^ (x >> 31)) & ((1 << 63) - 1)
+
+
+def all_reduce_mean(tensors: list) -> None:
+    """In place: each tensor becomes its mean over the processes (one flat all-reduce; no-op with one)."""
+    _, world = dist_info()
+    if world == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    k = 0
+    for t in tensors:
+        t.copy_(flat[k:k + t.numel()].view_as(t))
+        k += t.numel()
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """All-reduce mean of a module's gradients over the processes (for modules not wrapped in DDP)."""
+    all_reduce_mean([p.grad for p in module.parameters() if p.grad is not None])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # data position
 

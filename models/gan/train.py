@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from voxrender.training import NonFiniteLoss, TrainTask, dist_info
+from voxrender.training import (NonFiniteLoss, TrainTask, all_reduce_mean, average_gradients, dist_info,
+                                noise_seed)
 
 from .model import GANConfig, VoxelGAN, d_loss_and_accuracy, feature_matching_loss, g_adversarial_loss
 
@@ -35,34 +36,6 @@ from .model import GANConfig, VoxelGAN, d_loss_and_accuracy, feature_matching_lo
 def default_train_config() -> dict:
     """The published training settings: G Adam 2.5e-3, D Adam 1e-4, beta1 0.5 for both, batch 64."""
     return {"lr_g": 2.5e-3, "lr_d": 1e-4, "beta1": 0.5, "batch_size": 64}
-
-
-def noise_seed(seed: int, step: int, rank: int = 0) -> int:
-    """The seed of one step's noise on one rank (splitmix-style mixing, 63 bits)."""
-    x = (int(seed) * 0x9E3779B97F4A7C15 + int(step) * 0xBF58476D1CE4E5B9 + int(rank) * 0x94D049BB133111EB + 7)
-    x %= 1 << 64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % (1 << 64)
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) % (1 << 64)
-    return (x ^ (x >> 31)) & ((1 << 63) - 1)
-
-
-def _all_reduce_mean(tensors: list) -> None:
-    import torch.distributed as dist
-
-    _, world = dist_info()
-    if world == 1 or not tensors:
-        return
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat)
-    flat /= world
-    k = 0
-    for t in tensors:
-        t.copy_(flat[k:k + t.numel()].view_as(t))
-        k += t.numel()
-
-
-def _average_gradients(module: torch.nn.Module) -> None:
-    _all_reduce_mean([p.grad for p in module.parameters() if p.grad is not None])
 
 
 def _broadcast_buffers(modules) -> None:
@@ -126,7 +99,7 @@ class GANTask(TrainTask):
         fake_logits, _ = self.D(fake.detach())
         d_loss, acc = d_loss_and_accuracy(real_logits, fake_logits)
         acc = acc.detach().double().clone()
-        _all_reduce_mean([acc.view(1)])
+        all_reduce_mean([acc.view(1)])
         logs = {"d_loss": d_loss.detach(), "d_acc": acc}
         trainer.check_finite(d_loss, logs)
         step_d = float(acc) <= cfg.d_acc_max + 1e-6  # (an accuracy is a multiple of 1 / (2 B))
@@ -135,7 +108,7 @@ class GANTask(TrainTask):
             snap = self._d_snapshot()
             self.optimizers["d"].zero_grad(set_to_none=True)
             d_loss.backward()
-            _average_gradients(self.D)
+            average_gradients(self.D)
             self.optimizers["d"].step()
             with torch.no_grad():  # the real features under the updated D, for feature matching
                 _, real_feat = self.D(real)
@@ -160,7 +133,7 @@ class GANTask(TrainTask):
             g_loss.backward()
         finally:
             self.D.requires_grad_(True)
-        _average_gradients(self.G)
+        average_gradients(self.G)
         self.optimizers["g"].step()
         _broadcast_buffers((self.G, self.D))
         return logs

@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from voxrender.training import NonFiniteLoss, Trainer, TrainTask, dist_info
+from voxrender.training import NonFiniteLoss, Trainer, TrainTask, average_gradients, dist_info, noise_seed
 
 from .checkpoint import save_checkpoint
 from .networks import Discriminator, Generator
@@ -134,32 +134,6 @@ def g_path_regularize(fake_img, latents, mean_path_length, decay: float = 0.01, 
 
 # ---------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def noise_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
-    """The seed of one step's random draws on one rank (splitmix-style mixing, 63 bits)."""
-    x = 0x2545F4914F6CDD1D
-    for v in (seed, step, rank, stream):
-        x = ((x ^ (int(v) & ((1 << 64) - 1))) * 0xBF58476D1CE4E5B9) % (1 << 64)
-        x = ((x ^ (x >> 29)) * 0x94D049BB133111EB) % (1 << 64)
-    return x & ((1 << 63) - 1)
-
-
-def _average_gradients(module: torch.nn.Module) -> None:
-    """All-reduce mean of the gradients over the processes (no-op with one)."""
-    _, world = dist_info()
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if world == 1 or not grads:
-        return
-    import torch.distributed as dist
-
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    k = 0
-    for g in grads:
-        g.copy_(flat[k:k + g.numel()].view_as(g))
-        k += g.numel()
 
 
 def _clone_state(x):
@@ -290,12 +264,12 @@ class StyleGAN2Task(TrainTask):
         scaler = self.scalers.get(name) if scaled else None
         if scaler is not None:
             scaler.scale(loss).backward()
-            _average_gradients(module)
+            average_gradients(module)
             scaler.step(opt)
             scaler.update()
         else:
             loss.backward()
-            _average_gradients(module)
+            average_gradients(module)
             opt.step()
 
     # -- one step -------------------------------------------------------------------------------------
