@@ -157,7 +157,8 @@ def cmd_train(args) -> int:
         else:
             cfg = VAEConfig.for_grid(args.grid or 28, image_size=args.image_size or args.grid or 28,
                                      channels=3 if args.rgb else 1, z_dim=args.z_dim or 19, pose=args.pose,
-                                     texture=args.texture, backend=args.backend)
+                                     texture=args.texture, adversarial=args.adversarial, adv_width=args.adv_width,
+                                     backend=args.backend)
             config = {"model": "vae", "vae": cfg.to_dict(), "lr": 1e-3 if args.lr is None else args.lr,
                       "grad_clip": args.grad_clip, "batch_size": args.batch_size, "data": data}
     except ValueError as e:
@@ -439,6 +440,13 @@ def add_model_commands(sub) -> None:
                     help="encoder: azimuth predicted from the image as a latent variable; uniform: azimuth "
                          "drawn from U(0, 2 pi)")
     tr.add_argument("--texture", action="store_true", help="add the texture head (MLP on the rendering, second loss)")
+    tr.add_argument("--adversarial", type=float, default=0.0, metavar="W",
+                    help="vae: weight of the novel-view adversarial term (0: the published objective; the demo "
+                         "uses 10): renderings of the reconstructions from random azimuths are judged against "
+                         "the training images by a small image discriminator, which keeps the encoder-pose model "
+                         "from drawing flat billboards (grey images only)")
+    tr.add_argument("--adv-width", type=float, default=0.125,
+                    help="vae --adversarial: channel multiplier of the discriminator (1 = the voxel GAN's 256-512-1024)")
     tr.add_argument("--z-dim", type=int, default=None,
                     help="shape latents (vae, published: 19, plus 1 pose latent; gan: 200, z ~ U(-1, 1))")
     gan = tr.add_argument_group("gan options")

@@ -11,6 +11,11 @@ Pose options (``VAEConfig.pose``):
 - ``"encoder"`` (the paper's "independent latent variable"): mu and s of one more latent come from the
   encoder, z_pose = mu + exp(s / 2) eps, theta = (tanh-MLP(z_pose) + 1) pi.
 - ``"uniform"`` (the paper's third contribution): theta ~ U(0, 2 pi) for every image, independent of it.
+
+``VAEConfig.adversarial > 0`` adds a novel-view adversarial term (training only; see
+:mod:`voxrender.models.vae.train`): the reconstructed shape rendered from random azimuths must look like
+the training images to a small image discriminator. It keeps the pose-as-latent model from drawing
+billboards, and is what the demo uses.
 """
 
 from __future__ import annotations
@@ -48,10 +53,25 @@ class VAEConfig:
     # that the first renderings are not saturated (with the default bias every ray sums to ~G/2 and
     # 1 - exp(-G/2) leaves no gradient). None keeps PyTorch's default initialisation.
     init_occupancy: float | None = 0.05
+    # Novel-view adversarial term (off in the published configuration; the demo's fix for the pose-as-latent
+    # model): renderings of the reconstructed shapes from random azimuths go to a small image discriminator
+    # (models/gan's, channels x adv_width) that compares them with the training images; the decoder and
+    # encoder get adversarial * (non-saturating loss + adv_fm * feature matching). A "billboard" (a thin slab
+    # facing the predicted view) reproduces any input but shows a thin bar from the side, which the
+    # discriminator rejects. See docs/models.md.
+    adversarial: float = 0.0
+    adv_width: float = 0.125
+    adv_lr: float = 2e-4
+    adv_fm: float = 1.0
+    adv_gate: float = 0.8  # the discriminator is stepped only while its batch accuracy is <= this
     backend: str | None = None
 
     def __post_init__(self):
         self.dec_channels = tuple(int(c) for c in self.dec_channels)
+        if self.adversarial < 0:
+            raise ValueError(f"adversarial: expected a weight >= 0, got {self.adversarial}")
+        if self.adversarial > 0 and self.channels != 1:
+            raise ValueError("adversarial: the novel-view discriminator takes grey images (channels=1) only so far")
         if self.pose not in POSES:
             raise ValueError(f"pose: expected one of {', '.join(POSES)}, got {self.pose!r}")
         if self.channels not in (1, 3):
