@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .model_cli import add_model_commands  # demo, train, eval, sample (the bundled models)
 
     add_model_commands(sub)
+    from .models.gan2shape.cli import add_gan2shape_commands  # gan2shape, eval-gan2shape
+
+    add_gan2shape_commands(sub)
     return p
 
 

@@ -1,0 +1,215 @@
+"""The ``voxrender gan2shape`` and ``voxrender eval-gan2shape`` commands (registered on the main parser by
+:func:`add_gan2shape_commands`). Heavy imports happen inside the commands, so ``voxrender --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PRESET_NAMES = ["synface", "celeba", "cat", "car", "church", "tiny"]
+
+
+def _fail(cmd: str, msg: str) -> SystemExit:
+    return SystemExit(f"voxrender {cmd}: error: {msg}")
+
+
+def _device(cmd: str, name: str | None) -> str:
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise _fail(cmd, f"--device: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise _fail(cmd, f"--device {name}: CUDA is not available here")
+    return name
+
+
+def _setup(cmd: str, args):
+    """(config, G, D, perceptual, stats, device) from the shared options, with clear errors."""
+    import torch
+
+    from .model import GAN2ShapeConfig, ViewLightStats
+    from .pipeline import load_gan, make_perceptual
+
+    if args.steps_scale is not None and not args.steps_scale > 0:
+        raise _fail(cmd, f"--steps-scale: expected a positive number, got {args.steps_scale}")
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    device = _device(cmd, args.device)
+    try:
+        config = GAN2ShapeConfig.from_preset(args.preset, image_size=args.image_size)
+        if args.steps_scale is not None and args.steps_scale != 1:
+            config = config.scaled(args.steps_scale)
+        G, D = load_gan(args.gan, device)
+        perceptual = make_perceptual(args.vgg)
+        stats = None
+        if (args.view_mvn is None) != (args.light_mvn is None):
+            raise ValueError("--view-mvn and --light-mvn go together")
+        if args.view_mvn is not None:
+            stats = ViewLightStats.from_files(args.view_mvn, args.light_mvn)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise _fail(cmd, str(e)) from None
+    return config, G, D, perceptual, stats, device
+
+
+def cmd_gan2shape(args) -> int:
+    import torch
+
+    from .invert import invert, resize
+    from .pipeline import generate, load_own_image, run_images, sample_latents
+
+    cmd = "gan2shape"
+    if args.samples is not None and args.samples < 1:
+        raise _fail(cmd, f"--samples: expected at least 1, got {args.samples}")
+    config, G, D, perceptual, stats, device = _setup(cmd, args)
+    out = Path(args.out)
+    log = print
+    torch.manual_seed(args.seed)
+    extra = None
+    if args.image:
+        imgs, ws, gan_ims, names, extra = [], [], [], [], []
+        for k, path in enumerate(args.image):
+            try:
+                img = load_own_image(path, G.size)
+            except (FileNotFoundError, ValueError) as e:
+                raise _fail(cmd, str(e)) from None
+            inv = invert(G, img.to(device), args.invert_steps, D=D, lr=args.invert_lr, progress=not args.no_progress,
+                         desc=f"[{k + 1}/{len(args.image)}] invert")
+            log(f"{path}: inverted into W in {args.invert_steps} steps (loss "
+                f"{inv.losses[0] if inv.losses else float('nan'):.4f} -> "
+                f"{inv.losses[-1] if inv.losses else float('nan'):.4f})")
+            imgs.append(resize(img[None], config.image_size)[0])
+            ws.append(inv.w[0])
+            gan_ims.append(inv.image[0])
+            names.append(f"{k:03d}_{Path(path).stem}")
+            extra.append({"source": str(path), "invert": {"steps": args.invert_steps, "lr": args.invert_lr,
+                                                          "losses": inv.losses[:1] + inv.losses[-1:]}})
+        images, latents, gan_images = torch.stack(imgs), torch.stack(ws), torch.stack(gan_ims)
+    else:
+        n = args.samples or 4
+        latents = sample_latents(G, n, args.seed, args.truncation)
+        gan_images = generate(G, latents).cpu()
+        images = resize(gan_images, config.image_size)
+        names = [f"sample_{k:03d}" for k in range(n)]
+        extra = [{"source": "GAN sample", "seed": args.seed, "index": k, "truncation": args.truncation}
+                 for k in range(n)]
+    log(f"GAN2Shape preset {config.preset}: {len(images)} image(s) at {config.image_size} px, "
+        f"{config.num_stages} stage(s), steps {config.steps_first}"
+        + (f" then {config.steps_later}" if config.num_stages > 1 else "") + f", device {device}")
+    results = run_images(G, D, config, images, latents, out, names=names, gan_images=gan_images, device=device,
+                         perceptual=perceptual, stats=stats, seed=args.seed, progress=not args.no_progress,
+                         extra=extra, log=log)
+    index = [{"name": nm, "seconds": r.times["steps"]["total"], "folder": str(out / nm)}
+             for nm, r in zip(names, results)]
+    (out / "index.json").write_text(json.dumps({"preset": config.preset, "images": index}, indent=1))
+    log(f"wrote {len(results)} result folder(s) under {out}")
+    return 0
+
+
+def cmd_eval_gan2shape(args) -> int:
+    from .pipeline import evaluate_synthetic
+
+    cmd = "eval-gan2shape"
+    if args.n < 1:
+        raise _fail(cmd, f"--n: expected at least 1 image, got {args.n}")
+    config, G, D, perceptual, stats, device = _setup(cmd, args)
+    print(f"eval-gan2shape: {args.n} held-out synthetic faces at {config.image_size} px, preset {config.preset}, "
+          f"device {device}")
+    evaluate_synthetic(G, D, config, args.n, args.out, device=device, perceptual=perceptual, stats=stats,
+                       seed=args.seed, invert_steps=args.invert_steps, invert_lr=args.invert_lr,
+                       data_seed=args.data_seed, mean_depth_items=args.mean_depth_n, save_images=args.save_images,
+                       progress=not args.no_progress)
+    print(f"wrote {Path(args.out) / 'metrics.json'}, depth_pred.npy, depth_gt.npy, mask_gt.npy")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str) -> None:
+    p.add_argument("--gan", required=True, metavar="CKPT",
+                   help="StyleGAN2 checkpoint in the format of rosinality/stylegan2-pytorch (keys g_ema and d; "
+                        "e.g. the public CelebA / cat / car / church ones, or OUT/stylegan2.pt of `voxrender train "
+                        "stylegan2`); the discriminator is required (feature losses)")
+    p.add_argument("--out", default=default_out, metavar="DIR", help=f"output folder (default {default_out})")
+    p.add_argument("--preset", default=default_preset, choices=PRESET_NAMES,
+                   help="published settings per dataset: synface (64 px, 1 stage 500/500/200), celeba and cat "
+                        "(128 px, 4 stages 600/600/400 then 200/500/300), car and church (128 px, 700/700/600 "
+                        "then 200/500/400), tiny (32 px, a few steps, small nets: tests / CI) "
+                        f"(default {default_preset})")
+    p.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="override the preset's image size of the networks and renderer (a power of two >= 32)")
+    p.add_argument("--steps-scale", type=float, default=None, metavar="F",
+                   help="multiply every step count (prior fit, steps 1-3, collected batches) by F, at least 1 "
+                        "each: e.g. 0.1 for a quick run (default 1)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if "
+                                                  "available, else cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the networks' initialisation and of the pseudo "
+                                                        "samples (image k uses seed + k; default 0)")
+    p.add_argument("--vgg", default=None, metavar="PATH",
+                   help="VGG16 weights (a torchvision vgg16 state dict saved with torch.save) for Unsup3d's VGG "
+                        "perceptual loss; default: the offline substitute, the discriminator's features")
+    p.add_argument("--view-mvn", default=None, metavar="PATH",
+                   help="GAN2Shape's view_mvn.pth ({'mean', 'cov'}, raw units) for the pseudo-sample views "
+                        "(with --light-mvn); default: the synthetic faces' sampler (synface, tiny) or a Gaussian "
+                        "fitted to the preset's view ranges")
+    p.add_argument("--light-mvn", default=None, metavar="PATH", help="GAN2Shape's light_mvn.pth (with --view-mvn)")
+    p.add_argument("--invert-steps", type=int, default=200, metavar="N",
+                   help="Adam steps of the W-space inversion of images that are not GAN samples (default 200)")
+    p.add_argument("--invert-lr", type=float, default=0.05, help="learning rate of the inversion (default 0.05)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_gan2shape_commands(sub) -> None:
+    """Adds ``gan2shape`` and ``eval-gan2shape`` to the ``voxrender`` subcommands."""
+    g = sub.add_parser(
+        "gan2shape",
+        help="recover 3D shape (depth, albedo, view, light) from a pretrained StyleGAN2 (GAN2Shape)",
+        description="GAN2Shape (Pan et al. 2021) per image: fit the depth net to an ellipsoid prior, then per "
+                    "stage train the albedo net on the image, the latent-offset encoder on pseudo samples "
+                    "(re-rendered views / lights projected through StyleGAN2), and depth / albedo / view / light "
+                    "nets on the image and the projected samples. Inputs: GAN samples (--samples N: z -> w, "
+                    "image = G(w)) or own images (--image: centre square resized to the GAN's size and inverted "
+                    "into W by optimisation). Writes per image OUT/<name>/: depth (npy, png), view depth, "
+                    "normals, albedo, mesh.obj, relight.png, rotation.gif, samples.png, summary.png and "
+                    "result.json (losses, timings per step and per part). See docs/gan2shape.md.",
+    )
+    _common(g, "synface", "gan2shape-out")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--samples", type=int, default=None, metavar="N",
+                     help="run on N GAN samples (default 4 when no --image is given)")
+    src.add_argument("--image", nargs="+", default=None, metavar="PATH",
+                     help="run on these image files (centre square; inverted into W with --invert-steps)")
+    g.add_argument("--truncation", type=float, default=1.0,
+                   help="truncation of the GAN samples' w towards the centre of W (default 1: none)")
+    g.set_defaults(fn=cmd_gan2shape)
+
+    e = sub.add_parser(
+        "eval-gan2shape",
+        help="SIDE / MAD of GAN2Shape on held-out synthetic faces with ground-truth depth, plus baselines",
+        description="Runs GAN2Shape on N held-out built-in synthetic faces (SyntheticFaces split 'test'), each "
+                    "inverted into the GAN's W space, and compares the depth of the reconstruction in the "
+                    "predicted view of the input with the ground-truth view depth as Unsup3d does: SIDE "
+                    "(x 10^-2) and MAD (degrees) over the eroded intersection of the ground-truth and predicted "
+                    "masks, per image, mean +- std; baselines flat depth, mean training depth, ellipsoid prior. "
+                    "Writes OUT/metrics.json, depth_pred.npy, depth_gt.npy, mask_gt.npy (N, S, S). The GAN "
+                    "should be one trained on the synthetic faces (`voxrender train stylegan2`).",
+    )
+    _common(e, "synface", "gan2shape-eval")
+    e.add_argument("--n", type=int, default=8, help="number of held-out faces (default 8)")
+    e.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic face dataset (default 0)")
+    e.add_argument("--mean-depth-n", type=int, default=256, metavar="N",
+                   help="training faces averaged for the mean-depth baseline (default 256)")
+    e.add_argument("--save-images", action="store_true",
+                   help="also write every image's GAN2Shape outputs under OUT/images/")
+    e.set_defaults(fn=cmd_eval_gan2shape)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    ap = argparse.ArgumentParser(prog="voxrender")
+    add_gan2shape_commands(ap.add_subparsers(dest="command", required=True))
+    a = ap.parse_args()
+    sys.exit(a.fn(a))

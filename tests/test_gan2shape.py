@@ -1,0 +1,396 @@
+"""GAN2Shape (models/gan2shape: networks, model, invert, pipeline, cli) on tiny StyleGAN2s: shapes, each step's
+loss going down, the latent-offset path, the inversion, and both commands end to end."""
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from voxrender.models.gan2shape import model as M
+from voxrender.models.gan2shape.invert import frozen, invert, resize
+from voxrender.models.gan2shape.networks import (
+    EDDeconv,
+    Encoder,
+    ResEncoder,
+    build_networks,
+    default_nf,
+)
+from voxrender.models.stylegan2 import Discriminator, Generator, save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY_G = dict(size=32, style_dim=32, n_mlp=4, channels=16)
+
+
+def tiny_gan(seed=0):
+    torch.manual_seed(seed)
+    G = Generator(TINY_G["size"], TINY_G["style_dim"], TINY_G["n_mlp"], channels=TINY_G["channels"])
+    D = Discriminator(TINY_G["size"], channels=TINY_G["channels"])
+    return G.eval(), D.eval()
+
+
+@pytest.fixture(scope="module")
+def gan():
+    return tiny_gan()
+
+
+@pytest.fixture(scope="module")
+def face():
+    from voxrender.data.faces import SyntheticFaces
+
+    return SyntheticFaces(2, size=32, seed=0, split="test").get_batch([0, 1])
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, gan):
+    path = tmp_path_factory.mktemp("g2s") / "tiny.pt"
+    save_checkpoint(path, *gan)
+    return path
+
+
+def tiny_model(gan, face, **overrides):
+    G, D = gan
+    cfg = M.GAN2ShapeConfig.from_preset("tiny", **overrides)
+    m = M.GAN2Shape(G, D, cfg)
+    w = G.mapping(torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(1))).detach()
+    m.setup(face["image"][0], w, seed=0)
+    return m
+
+
+# ---------------------------------------------------------------------------------------------------------
+# networks
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_network_shapes(size):
+    nets = build_networks(size, style_dim=48, nf=8, zdim=16, enc_nf=4)
+    x = torch.randn(2, 3, size, size)
+    assert nets["depth"](x).shape == (2, 1, size, size)
+    alb = nets["albedo"](x)
+    assert alb.shape == (2, 3, size, size) and alb.abs().max() <= 1
+    v, lt = nets["view"](x), nets["light"](x)
+    assert v.shape == (2, 6) and lt.shape == (2, 4) and v.abs().max() <= 1 and lt.abs().max() <= 1
+    assert nets["offset"](x).shape == (2, 48)
+
+
+def test_published_sizes():
+    assert default_nf(64) == 64 and default_nf(128) == 32
+    # Unsup3d's 64 px EDDeconv (nf 64, zdim 256): 4 stride-2 encoder convs, GroupNorm with 4 channels a group
+    net = EDDeconv(3, 1, 64, zdim=256, activation=None)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512]
+    gns = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert all(g.num_channels == 4 * g.num_groups for g in gns)
+    assert net(torch.randn(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    # GAN2Shape's 128 px variant adds a stage (nf 32 -> ... 512) and keeps the inner widths
+    net = EDDeconv(3, 3, 128, zdim=256)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert [c.out_channels for c in convs] == [32, 64, 128, 256, 512]
+    assert Encoder(3, 6, 128).network[-1].__class__ is torch.nn.Tanh
+    assert ResEncoder(3, 512, 128).network[-1].out_channels == 512
+    with pytest.raises(ValueError, match="power of two"):
+        build_networks(48)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# presets and configuration
+
+
+def test_presets_published_numbers():
+    s = M.GAN2ShapeConfig.from_preset("synface")
+    assert (s.image_size, s.num_stages, s.steps(0), s.prior_steps) == (64, 1, (500, 500, 200), 1000)
+    assert s.flip("flip3", 0) and not s.flip("flip1", 0) and s.offset_layers == 8 and s.relative_enc
+    for name in ("celeba", "cat"):
+        c = M.GAN2ShapeConfig.from_preset(name)
+        assert (c.image_size, c.num_stages, c.steps(0), c.steps(3)) == (128, 4, (600, 600, 400), (200, 500, 300))
+        assert c.flip("flip3", 0) and not c.flip("flip3", 1)
+    for name in ("car", "church"):
+        c = M.GAN2ShapeConfig.from_preset(name)
+        assert (c.image_size, c.num_stages, c.steps(0), c.steps(1)) == (128, 4, (700, 700, 600), (200, 500, 400))
+        assert not c.relative_enc and c.use_mask
+    for c in map(M.GAN2ShapeConfig.from_preset, M.PRESETS):
+        assert (c.lr, c.weight_decay, c.lam_perc, c.lam_smooth, c.lam_regular) == (1e-4, 5e-4, 0.5, 0.01, 0.01)
+    q = s.scaled(0.01)
+    assert (q.prior_steps, q.steps(0), q.collect_iters) == (10, (5, 5, 2), 1)
+    with pytest.raises(ValueError, match="preset"):
+        M.GAN2ShapeConfig.from_preset("horse")
+
+
+def test_view_light_stats():
+    st = M.ViewLightStats.synface()
+    v = st.sample_views(4000, torch.Generator().manual_seed(0), view_scale=1.0)
+    assert v.shape == (4000, 6)
+    assert torch.allclose(v.std(0)[:5], st.view_cov.diagonal()[:5].sqrt(), rtol=0.08)
+    v2 = st.sample_views(4000, torch.Generator().manual_seed(0), view_scale=1.2)
+    assert torch.allclose(v2[:, 1], 1.2 * v[:, 1])
+    g = M.ViewLightStats.gaussian((15, 30, 5, 0.008, 0.008))
+    assert math.isclose(float(g.view_cov[1, 1]), (0.5 ** 2) / 3, rel_tol=1e-6)
+
+
+def test_losses():
+    a = torch.rand(2, 3, 8, 8)
+    m = torch.zeros(2, 1, 8, 8)
+    m[..., :4] = 1
+    b = a.clone()
+    b[..., 4:] += 5  # outside the mask
+    assert float(M.masked_l1(a, b, m)) == 0
+    assert float(M.smooth_loss(torch.arange(64.0).reshape(1, 8, 8))) == 0  # linear ramps are smooth
+    assert float(M.smooth_loss(torch.arange(64.0).reshape(1, 8, 8) ** 2)) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the latent offset
+
+
+def test_latent_offset_forms(gan):
+    G, _ = gan
+    e = torch.randn(3, G.style_dim)
+    with torch.no_grad():
+        assert torch.equal(M.latent_offset(G, torch.zeros(2, G.style_dim), 3), torch.zeros(2, G.style_dim))
+        # k >= n_mlp: the whole mapping network, PixelNorm included (GAN2Shape's F1_d = 8)
+        zero = torch.zeros(1, G.style_dim)
+        assert torch.allclose(M.latent_offset(G, e, 8), G.mapping(e) - G.mapping(zero), atol=1e-6)
+        # k = 3: the offset of the hidden code before the last 3 layers, about the code of z = 0
+        h0 = G.mapping_layers(zero, 0, G.n_mlp - 3)
+        ref = G.mapping_layers(h0 + e, G.n_mlp - 3, G.n_mlp) - G.mapping_layers(h0, G.n_mlp - 3, G.n_mlp)
+        assert torch.allclose(M.latent_offset(G, e, 3), ref, atol=1e-6)
+        assert not torch.allclose(M.latent_offset(G, e, 3), M.latent_offset(G, e, 2))
+    assert M.offset_start(G, 3) == 1 and M.offset_start(G, 8) == 0
+
+
+def test_relative_encoding_projects_gan_image_onto_w(gan, face):
+    m = tiny_model(gan, face)
+    with torch.no_grad(), frozen(*gan):
+        proj, dw = m.project(m.gan_image)
+        assert float(dw.abs().max()) == 0
+        img = (m.G(m.w, input_is_latent=True, randomize_noise=False).clamp(-1, 1) + 1) / 2
+        assert torch.allclose(proj, resize(img, m.S), atol=1e-6)
+        _, dw2 = m.project(m.image)  # a different image: a non-zero offset
+        assert float(dw2.abs().max()) > 0
+    m2 = tiny_model(gan, face, relative_enc=False)
+    with torch.no_grad(), frozen(*gan):
+        assert float(m2.project(m2.gan_image)[1].abs().max()) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# each step's loss goes down
+
+
+def test_step0_prior_fit(gan, face):
+    m = tiny_model(gan, face, lr=1e-3)
+    with frozen(*gan):
+        hist = m.fit_prior(15)
+    assert len(hist) == 15 and hist[-1] < 0.7 * hist[0]
+    assert m.prior.shape == (1, 32, 32) and float(m.prior.min()) >= 0.909
+
+
+def test_step1_albedo(gan, face):
+    m = tiny_model(gan, face)
+    before = {k: v.clone() for k, v in m.nets.state_dict().items()}
+    with frozen(*gan):
+        with torch.no_grad():
+            l0 = float(m.forward_step1(flip=True)[0])
+        m.step1(8, flip=True)
+        with torch.no_grad():
+            l1 = float(m.forward_step1(flip=True)[0])
+    assert l1 < l0
+    after = m.nets.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"albedo"}  # step 1 trains A only
+
+
+def test_step2_encoder(gan, face):
+    m = tiny_model(gan, face)
+    with frozen(*gan):
+        m._prepare_canonical()
+        pseudo, mask = m.sample_pseudo(4)
+        assert pseudo.shape == (4, 3, 32, 32) and mask.shape == (4, 1, 32, 32)
+        assert 0 <= float(pseudo.min()) and float(pseudo.max()) <= 1 and float(mask.sum()) > 0
+        opt = m._adam("offset")
+        with torch.no_grad():
+            l0 = float(m.step2_loss(pseudo, mask)[0])
+        for _ in range(6):
+            loss, _ = m.step2_loss(pseudo, mask)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            l1 = float(m.step2_loss(pseudo, mask)[0])
+        assert l1 < l0
+        assert all(p.grad is None for p in m.G.parameters())
+        # the timed three-part backward gives loss.backward()'s gradients
+        m.nets.zero_grad(set_to_none=True)
+        m.step2_loss(pseudo, mask)[0].backward()
+        ref = [p.grad.clone() for p in m.nets["offset"].parameters()]
+        m.nets.zero_grad(set_to_none=True)
+        m._step2_backward(*m.step2_loss(pseudo, mask, parts=True))
+        assert all(torch.allclose(a, p.grad, rtol=1e-5, atol=1e-8) for a, p in zip(ref, m.nets["offset"].parameters()))
+        hist = m.step2(2)
+    assert len(hist) == 2 and m.proj.shape == (m.cfg.collect_iters * m.cfg.batch_size, 3, 32, 32)
+    assert m.proj_mask.shape == (m.proj.shape[0], 1, 32, 32)
+
+
+def test_step3_all_but_encoder(gan, face):
+    m = tiny_model(gan, face)
+    with frozen(*gan):
+        m.step2(1)
+        m.cfg.batch_size = m.proj.shape[0]  # every projected sample in each batch: a fixed loss
+        with torch.no_grad():
+            l0 = float(m.step3_loss(flip=True))
+        enc = {k: v.clone() for k, v in m.nets["offset"].state_dict().items()}
+        m.step3(6, flip=True)
+        with torch.no_grad():
+            l1 = float(m.step3_loss(flip=True))
+    assert l1 < l0
+    assert all(torch.equal(v, m.nets["offset"].state_dict()[k]) for k, v in enc.items())
+
+
+def test_run_result(gan, face):
+    G, D = gan
+    cfg = M.GAN2ShapeConfig.from_preset("tiny")
+    w = G.mapping(torch.randn(1, G.style_dim)).detach()
+    flags = [p.requires_grad for p in G.parameters()]
+    res = M.GAN2Shape(G, D, cfg).run(face["image"][0], w[0], seed=3)
+    assert [p.requires_grad for p in G.parameters()] == flags
+    assert res.canon_depth.shape == (32, 32) and res.view_depth.shape == (32, 32) and res.recon.shape == (3, 32, 32)
+    assert 0.9 <= float(res.canon_depth.min()) and float(res.canon_depth.max()) <= 1.1
+    assert set(res.losses) == {"step0", "stage1/step1", "stage1/step2", "stage1/step3", "stage2/step1",
+                               "stage2/step2", "stage2/step3"}
+    parts = res.times["parts"]
+    for k in ("renderer_forward", "stylegan2_forward", "stylegan2_backward", "networks_forward",
+              "discriminator_forward", "backward_step3"):
+        assert parts[k]["seconds"] > 0
+    assert res.times["steps"]["total"] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inversion
+
+
+def test_invert_lowers_loss(gan):
+    G, D = gan
+    w_true = G.mapping(torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(5))).detach()
+    with torch.no_grad():
+        target = (G(w_true, input_is_latent=True, randomize_noise=False).clamp(-1, 1) + 1) / 2
+    inv0 = invert(G, target[0], 0)
+    assert torch.allclose(inv0.w, G.truncation_center().expand(1, -1))
+    inv = invert(G, target, 30, D=D, lr=0.05)
+    assert inv.w.shape == (1, G.style_dim) and inv.image.shape == (1, 3, 32, 32) and len(inv.losses) == 30
+    assert inv.losses[-1] < 0.8 * inv.losses[0]
+    assert (inv.image - target).abs().mean() < (inv0.image - target).abs().mean()
+    assert all(p.requires_grad for p in G.parameters())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# outputs and the commands
+
+
+def test_mesh_from_depth():
+    from voxrender.models.gan2shape.pipeline import mesh_from_depth
+
+    d = torch.full((8, 8), 1.0)
+    mask = torch.zeros(8, 8)
+    mask[2:6, 2:6] = 1
+    v, f = mesh_from_depth(d, mask, border=0)
+    assert v.shape == (16, 3) and f.shape == (18, 3)
+    assert torch.allclose(v[:, 2], torch.zeros(16))  # z = 1 - depth
+    # counter-clockwise seen from +z (the camera side in the y-up frame)
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    assert (torch.cross(b - a, c - a, dim=-1)[:, 2] > 0).all()
+
+
+def test_cli_gan2shape_tiny(tmp_path, run_cli, ckpt, face):
+    from voxrender.io import save_png
+
+    out = tmp_path / "out"
+    t = time.perf_counter()
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--samples", "1", "--preset", "tiny", "--out", str(out),
+                "--no-progress")
+    elapsed = time.perf_counter() - t
+    assert r.returncode == 0, r.stderr
+    assert elapsed < 60
+    d = out / "sample_000"
+    for name in ("depth.npy", "depth.png", "view_depth.npy", "normal.png", "albedo.png", "mesh.obj", "relight.png",
+                 "rotation.gif", "samples.png", "summary.png", "result.json", "recon.png", "input.png"):
+        assert (d / name).is_file(), name
+    assert np.load(d / "depth.npy").shape == (32, 32)
+    info = json.loads((d / "result.json").read_text())
+    assert info["config"]["preset"] == "tiny" and info["times"]["steps"]["total"] > 0
+    assert "stylegan2_forward" in info["times"]["parts"] and info["mesh"]["triangles"] > 0
+    from voxrender.mesh_io import load_obj
+
+    v, f = load_obj(d / "mesh.obj")
+    assert len(v) == info["mesh"]["vertices"] and len(f) == info["mesh"]["triangles"]
+    # an own image, inverted into W
+    img = tmp_path / "me.png"
+    save_png(face["image"][1], img)
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--image", str(img), "--preset", "tiny", "--out", str(out),
+                "--invert-steps", "3", "--steps-scale", "0.5", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    info = json.loads((out / "000_me" / "result.json").read_text())
+    assert info["source"] == str(img) and info["config"]["prior_steps"] == 4
+
+
+def test_cli_eval_gan2shape_tiny(tmp_path, run_cli, ckpt):
+    out = tmp_path / "ev"
+    r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--n", "2", "--preset", "tiny", "--out", str(out),
+                "--invert-steps", "2", "--mean-depth-n", "8", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    for name in ("depth_pred.npy", "depth_gt.npy", "mask_gt.npy"):
+        assert np.load(out / name).shape == (2, 32, 32), name
+    gt = np.load(out / "depth_gt.npy")
+    assert gt.max() == 10.0  # the dataset's background depth
+    pred = np.load(out / "depth_pred.npy")
+    assert pred.min() >= 0.8 - 1e-6 and pred.max() <= 1.2 + 1e-6  # the clamped recon depth in the view
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["baselines"]) == {"flat", "mean_depth", "ellipsoid"}
+    assert m["n"] == 2 and len(m["per_image"]) == 2
+    assert m["gan2shape"]["count"] >= 1 and m["gan2shape"]["mad_deg_mean"] > 0
+    assert "SIDE (x10^-2)" in r.stdout
+
+
+def test_cli_errors(tmp_path, run_cli, ckpt):
+    missing = tmp_path / "nope.pt"
+    r = run_cli("gan2shape", "--gan", str(missing), "--out", str(tmp_path / "o"), "--preset", "tiny")
+    assert r.returncode != 0 and str(missing) in r.stderr
+    r = run_cli("eval-gan2shape", "--gan", str(missing), "--out", str(tmp_path / "o"), "--preset", "tiny")
+    assert r.returncode != 0 and str(missing) in r.stderr
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "horse")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--image", str(tmp_path / "me.png"),
+                "--out", str(tmp_path / "o"))
+    assert r.returncode != 0 and "me.png" in r.stderr
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--steps-scale", "0", "--out", str(tmp_path))
+    assert r.returncode != 0 and "--steps-scale" in r.stderr
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--vgg", str(tmp_path / "vgg.pt"),
+                "--out", str(tmp_path))
+    assert r.returncode != 0 and "vgg.pt" in r.stderr
+
+
+def test_vgg_perceptual(tmp_path):
+    shapes = {0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128), 12: (256, 256),
+              14: (256, 256)}
+    torch.manual_seed(0)
+    sd = {}
+    for i, (o, c) in shapes.items():
+        sd[f"features.{i}.weight"] = torch.randn(o, c, 3, 3) * 0.05
+        sd[f"features.{i}.bias"] = torch.zeros(o)
+    sd["classifier.0.weight"] = torch.zeros(2, 2)  # the rest of a torchvision state dict is ignored
+    torch.save(sd, tmp_path / "vgg.pt")
+    loss = M.VGGPerceptualLoss(tmp_path / "vgg.pt")
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert float(loss(x, x)) == 0 and float(loss(x, -x)) > 0
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a VGG16"):
+        M.VGGPerceptualLoss(tmp_path / "bad.pt")
+
+
+def test_help_lists_options(run_cli):
+    r = run_cli("gan2shape", "--help")
+    assert r.returncode == 0
+    for opt in ("--gan", "--samples", "--image", "--out", "--preset", "--device", "--seed", "--steps-scale", "--vgg"):
+        assert opt in r.stdout
+    r = run_cli("eval-gan2shape", "--help")
+    assert r.returncode == 0 and "--n" in r.stdout and "SIDE" in r.stdout
