@@ -217,3 +217,35 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path):
     assert a["world"] == b["world"] == 2
     assert all(torch.equal(a["params"][k], b["params"][k]) for k in a["params"])  # gradients were averaged
     assert load_checkpoint(tmp_path / "last.ckpt")["step"] == 3  # written once, by rank 0
+
+
+def test_tensorboard_logging(tmp_path):
+    pytest.importorskip("tensorboard", reason="the optional tensorboard package is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer, status = train_run(copy.deepcopy(TINY), tmp_path / "run", steps=3, ckpt_every=0, progress=False,
+                                tensorboard=tmp_path / "tb")
+    assert status == "done"
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "train/loss" in tags and "train/images_per_s" in tags
+    loss = acc.Scalars("train/loss")
+    assert [e.step for e in loss] == [1, 2, 3]
+    assert [e.value for e in loss] == pytest.approx([h["loss"] for h in trainer.history])
+
+
+def test_tensorboard_missing_package_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kw):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        train_run(copy.deepcopy(TINY), tmp_path / "run", steps=1, ckpt_every=0, progress=False,
+                  tensorboard=tmp_path / "tb")

@@ -72,7 +72,7 @@ def parse_data(specs: list[str] | None, weights: list[float] | None = None) -> d
 
 
 def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, ckpt_every: int = 500,
-              progress: bool = True, on_step=None, seed: int = 0, desc: str = "train vae"):
+              progress: bool = True, on_step=None, seed: int = 0, desc: str = "train vae", tensorboard=None):
     """Builds (or resumes) a VAE or GAN run (``config["model"]``) from ``config`` and trains it up to
     ``steps``. Returns the Trainer and the fit status ("done" / "interrupted"); a NaN/inf loss raises
     NonFiniteLoss after writing the last good state."""
@@ -97,7 +97,7 @@ def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, c
     ds = make_dataset(config["data"], config[model])
     trainer = Trainer(task, ds, out, steps=steps, batch_size=config["batch_size"], seed=seed,
                       ckpt_every=ckpt_every, config=config, device=device, progress=progress, on_step=on_step,
-                      desc=desc)
+                      desc=desc, tensorboard=tensorboard)
     if resume:
         trainer.load(ck)
         if trainer.rank == 0:
@@ -187,11 +187,11 @@ def cmd_train(args) -> int:
     try:
         trainer, status = train_run(config, out, steps, device=device, resume=args.resume,
                                     ckpt_every=args.ckpt_every, seed=args.seed, on_step=monitor,
-                                    progress=not args.no_progress and monitor is None)
+                                    progress=not args.no_progress and monitor is None, tensorboard=args.tensorboard)
     except NonFiniteLoss as e:
         print(f"voxrender train: {e}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:
         raise _fail(str(e)) from None
     finally:
         if monitor is not None:
@@ -420,6 +420,9 @@ def add_model_commands(sub) -> None:
                     help="modelnet: keep the renderings in this folder between runs (default: in memory only)")
     tr.add_argument("--out", default=None, help="run folder (last.ckpt, config.json; default runs/MODEL)")
     tr.add_argument("--steps", type=int, default=None, help="total optimizer steps (overrides --epochs)")
+    tr.add_argument("--tensorboard", default=None, metavar="DIR",
+                    help="also write the step logs (losses, images/s) as TensorBoard event files into DIR "
+                         "(needs: pip install tensorboard; view with: tensorboard --logdir DIR)")
     tr.add_argument("--epochs", type=int, default=15, help="epochs over the training set (vae, published: 15)")
     tr.add_argument("--batch-size", type=int, default=64, help="global batch size (published: 64)")
     tr.add_argument("--lr", type=float, default=None,

@@ -289,6 +289,16 @@ class TrainTask:
 # the loop
 
 
+def summary_writer(log_dir):
+    """A TensorBoard SummaryWriter on ``log_dir``; a clear error when the tensorboard package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ImportError("--tensorboard: the tensorboard package is not installed (pip install tensorboard)") \
+            from None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
 class Trainer:
     """Runs a :class:`TrainTask` over a dataset up to ``steps`` optimizer steps.
 
@@ -301,18 +311,21 @@ class Trainer:
         config: a JSON-able dict stored in the checkpoint (what is needed to rebuild the task).
         device: where batches go. progress: show a tqdm bar (rank 0 only).
         on_step: optional callback ``on_step(trainer, logs)`` after every step (tests, logging).
-        log_every: how often the bar's loss and images/s are refreshed.
+        log_every: how often the bar's loss and images/s (and the TensorBoard scalars) are refreshed.
+        tensorboard: a folder for TensorBoard event files (rank 0 writes every log as ``train/<name>``
+            and images/s); needs the ``tensorboard`` package (``pip install tensorboard``).
     """
 
     def __init__(self, task: TrainTask, dataset, out, steps: int, batch_size: int, seed: int = 0,
                  ckpt_every: int = 500, config: dict | None = None, device: str = "cpu", progress: bool = True,
-                 on_step=None, log_every: int = 1, desc: str = "train"):
+                 on_step=None, log_every: int = 1, desc: str = "train", tensorboard=None):
         self.task, self.dataset, self.out = task, dataset, Path(out)
         self.steps, self.batch_size, self.seed = int(steps), int(batch_size), int(seed)
         self.ckpt_every, self.config, self.device = int(ckpt_every), dict(config or {}), device
         self.rank, self.world = dist_info()
         self.progress = progress and self.rank == 0
         self.on_step, self.log_every, self.desc = on_step, max(1, int(log_every)), desc
+        self.tensorboard = tensorboard
         self.stream = BatchStream(len(dataset), batch_size, seed, rank=self.rank, world_size=self.world)
         self.step = 0
         self.history: list[dict] = []  # per-step float logs of this process's run
@@ -385,6 +398,7 @@ class Trainer:
         """Trains until ``steps``. Returns ``"done"``, ``"interrupted"`` (checkpoint written) or raises
         :class:`NonFiniteLoss` after writing the last good state."""
         bar = None
+        writer = summary_writer(self.tensorboard) if self.tensorboard and self.rank == 0 else None
         if self.progress:
             from tqdm.auto import tqdm
 
@@ -415,12 +429,17 @@ class Trainer:
                     logs = {k: float(v) for k, v in logs.items()}
                     self.last_logs = logs
                     self.history.append(logs)
+                    refresh = self.step % self.log_every == 0 or self.step == self.steps
+                    img_s = n_img / max(time.perf_counter() - t0, 1e-9)
                     if bar is not None:
                         bar.update(1)
-                        if self.step % self.log_every == 0 or self.step == self.steps:
-                            dt = time.perf_counter() - t0
-                            bar.set_postfix(loss=f"{logs.get('loss', math.nan):.4g}",
-                                            img_s=f"{n_img / max(dt, 1e-9):.0f}", refresh=False)
+                        if refresh:
+                            bar.set_postfix(loss=f"{logs.get('loss', math.nan):.4g}", img_s=f"{img_s:.0f}",
+                                            refresh=False)
+                    if writer is not None and refresh:
+                        for k, v in logs.items():
+                            writer.add_scalar(f"train/{k}", v, self.step)
+                        writer.add_scalar("train/images_per_s", img_s, self.step)
                     if self.ckpt_every and self.step % self.ckpt_every == 0 and self.step < self.steps:
                         self.save()
                     if self.on_step is not None:
@@ -438,6 +457,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+            if writer is not None:
+                writer.close()
         self.save()
         return status
 

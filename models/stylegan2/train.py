@@ -494,7 +494,7 @@ def build_task(config: dict, device: str = "cpu") -> StyleGAN2Task:
 
 
 def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, ckpt_every: int = 500,
-              sample_every: int = 500, progress: bool = True, seed: int = 0, on_step=None):
+              sample_every: int = 500, progress: bool = True, seed: int = 0, on_step=None, tensorboard=None):
     """Builds (or resumes from OUT/last.ckpt or the path ``resume``) a StyleGAN2 run and trains it up to
     ``steps``. ``config``: {"model": "stylegan2", "stylegan2": StyleGAN2Config dict, "batch_size", "data"}.
     Returns (trainer, status)."""
@@ -521,7 +521,7 @@ def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, c
 
     trainer = StyleGAN2Trainer(task, ds, out, steps=steps, batch_size=config["batch_size"], seed=seed,
                                ckpt_every=ckpt_every, config=config, device=device, progress=False,
-                               on_step=callback, desc="train stylegan2")
+                               on_step=callback, desc="train stylegan2", tensorboard=tensorboard)
     if ck is not None:
         trainer.load(ck)
         if trainer.rank == 0:
@@ -589,7 +589,7 @@ def cmd_train(args) -> int:
     try:
         trainer, status = train_run(config, out, steps, device=device, resume=args.resume,
                                     ckpt_every=args.ckpt_every, sample_every=args.sample_every,
-                                    progress=not args.no_progress, seed=args.seed)
+                                    progress=not args.no_progress, seed=args.seed, tensorboard=args.tensorboard)
     except NonFiniteLoss as e:
         print(f"voxrender train: {e}", file=sys.stderr)
         return 3
