@@ -445,7 +445,7 @@ def add_model_commands(sub) -> None:
     tr.add_argument("--texture", action="store_true", help="add the texture head (MLP on the rendering, second loss)")
     tr.add_argument("--adversarial", type=float, default=0.0, metavar="W",
                     help="vae: weight of the novel-view adversarial term (0: the published objective; the demo "
-                         "uses 10): renderings of the reconstructions from random azimuths are judged against "
+                         "uses 1): renderings of the reconstructions from random azimuths are judged against "
                          "the training images by a small image discriminator, which keeps the encoder-pose model "
                          "from drawing flat billboards (grey images only)")
     tr.add_argument("--adv-width", type=float, default=0.125,
