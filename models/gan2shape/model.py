@@ -630,11 +630,16 @@ class GAN2Shape:
     # -- step 1 -------------------------------------------------------------------------------------------
     def step1(self, steps: int, flip: bool = False, key: str = "step1") -> list:
         """Step 1: trains A only on the image-reconstruction loss."""
-        opt = self._adam("albedo")
+        return self._optimize(("albedo",), steps, key, "backward_step1",
+                              lambda: self.forward_step1(flip, train=("albedo",))[0])
+
+    def _optimize(self, names: tuple, steps: int, key: str, timer: str, loss_fn) -> list:
+        """``steps`` Adam steps of the networks ``names`` on ``loss_fn()``; the losses go to ``self.losses[key]``."""
+        opt = self._adam(*names)
         hist = []
-        for _ in self._bar(steps, f"{key} (albedo)"):
-            loss, _ = self.forward_step1(flip, train=("albedo",))
-            with self.timer("backward_step1"):
+        for _ in self._bar(steps, f"{key} ({', '.join(names)})"):
+            loss = loss_fn()
+            with self.timer(timer):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
             opt.step()
@@ -788,17 +793,8 @@ class GAN2Shape:
         """Step 3: trains D, A, V and L on the image and the projected samples."""
         if self.proj is None:
             raise RuntimeError("step3 needs projected samples: run step2 first")
-        opt = self._adam("depth", "albedo", "view", "light")
-        hist = []
-        for _ in self._bar(steps, f"{key} (depth, albedo, view, light)"):
-            loss = self.step3_loss(flip)
-            with self.timer("backward_step3"):
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            opt.step()
-            hist.append(loss.item())
-        self.losses[key] = hist
-        return hist
+        return self._optimize(("depth", "albedo", "view", "light"), steps, key, "backward_step3",
+                              lambda: self.step3_loss(flip))
 
     # -- the whole run ------------------------------------------------------------------------------------
     @torch.no_grad()
