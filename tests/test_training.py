@@ -188,18 +188,40 @@ import copy, json, sys, torch
 from voxrender.model_cli import train_run
 from voxrender.training import dist_info
 config, out = json.loads(sys.argv[1]), sys.argv[2]
-trainer, status = train_run(config, out, steps=3, ckpt_every=0, progress=False, seed=1)
-rank, world = dist_info()
-state = trainer.task.model.state_dict()
+# 4 steps straight; then 2 steps, a checkpoint, and a resumed run up to 4 (same process group)
+full, _ = train_run(config, f"{out}/full", steps=4, ckpt_every=0, progress=False, seed=1)
+part, _ = train_run(config, f"{out}/split", steps=2, ckpt_every=0, progress=False, seed=1)
+resumed, _ = train_run(config, f"{out}/split", steps=4, ckpt_every=0, progress=False, resume=True)
+rank, world = dist_info()  # (train_run started the process group)
+# a NaN loss on rank 1 alone at step 2: both ranks stop (none waits forever), step 1 is saved
+from voxrender.models.vae.train import VAETask
+from voxrender.training import NonFiniteLoss
+calls, compute = [], VAETask.compute_loss
+def nan_on_rank1(self, batch):
+    loss, logs = compute(self, batch)
+    calls.append(1)
+    return (loss * float("nan") if rank == 1 and len(calls) == 2 else loss), logs
+VAETask.compute_loss = nan_on_rank1
+try:
+    train_run(config, f"{out}/nan", steps=4, ckpt_every=0, progress=False, seed=1)
+    stopped = None
+except NonFiniteLoss as e:
+    stopped = str(e)
+state = full.task.model.state_dict()
 torch.save({"world": world, "params": {k: v for k, v in state.items() if "running" not in k},
-            "batches": trainer.stream.state_dict()}, f"{out}/rank{rank}.pt")
+            "resumed_params": resumed.task.model.state_dict(),
+            "full_losses": [h["loss"] for h in full.history],
+            "resumed_losses": [h["loss"] for h in part.history + resumed.history],
+            "batches": full.stream.state_dict(), "stopped": stopped}, f"{out}/rank{rank}.pt")
 torch.distributed.destroy_process_group()
 """
 
 
-@pytest.mark.slow  # about 17 s on an idle 2-core machine (two interpreters start)
+@pytest.mark.slow  # about 20 s on an idle 2-core machine (two interpreters start)
 def test_ddp_two_cpu_processes_with_gloo(tmp_path):
-    """torchrun --nproc_per_node 2 (gloo): the ranks split each global batch and stay in sync."""
+    """torchrun --nproc_per_node 2 (gloo): the ranks split each global batch and stay in sync; a resumed run
+    continues bit for bit on every rank (each rank's RNG state is in the checkpoint); a NaN loss on one rank
+    stops both."""
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -211,12 +233,20 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(port),
            str(script), json.dumps(TINY), str(tmp_path)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert a["world"] == b["world"] == 2
     assert all(torch.equal(a["params"][k], b["params"][k]) for k in a["params"])  # gradients were averaged
-    assert load_checkpoint(tmp_path / "last.ckpt")["step"] == 3  # written once, by rank 0
+    assert a["full_losses"] != b["full_losses"]  # each rank trains on its own slice with its own noise
+    ck = load_checkpoint(tmp_path / "full" / "last.ckpt")
+    assert ck["step"] == 4 and len(ck["rng_ranks"]) == 2  # written once, by rank 0, with both ranks' RNGs
+    assert not torch.equal(ck["rng_ranks"][0]["torch"], ck["rng_ranks"][1]["torch"])
+    assert "at step 2" in a["stopped"] and "at step 2" in b["stopped"]  # rank 1's NaN stopped both
+    assert load_checkpoint(tmp_path / "nan" / "last.ckpt")["step"] == 1
+    for rank in (a, b):  # the resumed steps 3 and 4 are those of the uninterrupted run, on both ranks
+        assert rank["resumed_losses"] == rank["full_losses"]
+        assert all(torch.equal(rank["resumed_params"][k], v) for k, v in rank["params"].items())
 
 
 def test_tensorboard_logging(tmp_path):

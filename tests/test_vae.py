@@ -157,23 +157,27 @@ ADV_TINY = {"model": "vae", "lr": 2e-3, "grad_clip": 1.0, "batch_size": 8,
 def test_adversarial_config_checks():
     with pytest.raises(ValueError, match="adversarial"):
         VAEConfig(adversarial=-1.0)
-    with pytest.raises(ValueError, match="grey"):
-        VAEConfig.for_grid(16, channels=3, adversarial=1.0)
     assert VAEConfig().adversarial == 0.0  # the published objective has no such term
 
 
-def test_adversarial_step_updates_vae_and_discriminator():
+@pytest.mark.parametrize("channels", [1, 3])
+def test_adversarial_step_updates_vae_and_discriminator(channels):
+    """Grey (absorption) and RGB (emission-absorption): the discriminator judges the VAE's own channels."""
     import copy
 
     from voxrender.data.voxel_shapes import VoxelShapes
     from voxrender.models.vae.train import build_task
 
     torch.manual_seed(0)
-    task = build_task(copy.deepcopy(ADV_TINY))
+    config = copy.deepcopy(ADV_TINY)
+    config["vae"]["channels"] = channels
+    task = build_task(config)
+    assert task.disc.features[0].in_channels == channels
     assert set(task.modules) == {"model", "view_disc"} and set(task.optimizers) == {"adam", "view_disc"}
     # The clip and the VAE's Adam cover the VAE only; the discriminator has its own optimizer.
     assert {id(p) for p in task.parameters()}.isdisjoint({id(p) for p in task.disc.parameters()})
-    x = VoxelShapes("train", 16, length=8).get_batch(range(8))["image"]
+    x = VoxelShapes("train", 16, length=8, rgb=channels == 3).get_batch(range(8))["image"]
+    assert x.shape[1] == channels
     dec0 = [p.detach().clone() for p in task.model.decoder.parameters()]
     disc0 = [p.detach().clone() for p in task.disc.parameters()]
 

@@ -78,7 +78,7 @@ def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, c
     NonFiniteLoss after writing the last good state."""
     import torch
 
-    from voxrender.training import Trainer, init_distributed, load_checkpoint, seed_everything
+    from voxrender.training import Trainer, init_distributed, load_checkpoint, noise_seed, seed_everything
 
     out = Path(out)
     init_distributed(device)
@@ -102,9 +102,12 @@ def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, c
         trainer.load(ck)
         if trainer.rank == 0:
             print(f"resumed from {path} at step {trainer.step}", file=sys.stderr)
-    elif trainer.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config, indent=2))
+    else:
+        if trainer.rank > 0:  # every rank builds the same model (DDP also broadcasts it); then its own noise
+            seed_everything(noise_seed(seed, 0, trainer.rank))
+        if trainer.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(config, indent=2))
     torch.set_grad_enabled(True)
     status = trainer.fit()
     return trainer, status
@@ -447,7 +450,7 @@ def add_model_commands(sub) -> None:
                     help="vae: weight of the novel-view adversarial term (0: the published objective; the demo "
                          "uses 1): renderings of the reconstructions from random azimuths are judged against "
                          "the training images by a small image discriminator, which keeps the encoder-pose model "
-                         "from drawing flat billboards (grey images only)")
+                         "from drawing flat billboards (grey, or RGB with --rgb)")
     tr.add_argument("--adv-width", type=float, default=0.125,
                     help="vae --adversarial: channel multiplier of the discriminator (1 = the voxel GAN's 256-512-1024)")
     tr.add_argument("--z-dim", type=int, default=None,

@@ -10,7 +10,9 @@
   The default :meth:`TrainTask.training_step` does backward, gradient-norm clipping and the optimizer step;
   tasks with several optimizers (a GAN) override it and call ``trainer.check_finite`` themselves.
 - torch.distributed: with ``WORLD_SIZE > 1`` (``torchrun``) each rank takes its slice of every global batch;
-  the task wraps its modules with DDP (:func:`maybe_ddp`); only rank 0 writes checkpoints and bars.
+  the task wraps its modules with DDP (:func:`maybe_ddp`); only rank 0 writes checkpoints and bars, but a
+  checkpoint holds every rank's RNG state (resume is bit-for-bit on every rank), and a NaN/inf loss or a
+  Ctrl-C on any rank stops all of them after the same step.
 """
 
 from __future__ import annotations
@@ -132,6 +134,29 @@ def noise_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % (1 << 64)
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) % (1 << 64)
     return (x ^ (x >> 31)) & ((1 << 63) - 1)
+
+
+def any_rank(flag: bool, device="cpu") -> bool:
+    """True when ``flag`` is true on any process (one tiny all-reduce; the flag itself with one process).
+    Decisions that end the loop (a NaN/inf loss, Ctrl-C) must be the same on every rank, or the ranks that
+    go on wait forever in their next collective."""
+    _, world = dist_info()
+    if world == 1:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def gather_objects(obj) -> list:
+    """Every process's ``obj`` (a list in rank order; ``[obj]`` with one process). A collective: every rank
+    must call it."""
+    _, world = dist_info()
+    if world == 1:
+        return [obj]
+    objs = [None] * world
+    torch.distributed.all_gather_object(objs, obj)
+    return objs
 
 
 def all_reduce_mean(tensors: list) -> None:
@@ -338,24 +363,50 @@ class Trainer:
         return self.out / "last.ckpt"
 
     # -- checkpoints --------------------------------------------------------------------------------
-    def state_dict(self, rng=None, data=None) -> dict:
-        return {"format": CKPT_FORMAT, "step": self.step, "config": self.config, "seed": self.seed,
-                "task": self.task.state_dict(), "rng": rng if rng is not None else rng_state(),
-                "data": data if data is not None else self.stream.state_dict(),
-                "logs": {k: float(v) for k, v in self.last_logs.items()}, "time": time.time()}
+    def state_dict(self, rng=None, data=None, rng_ranks=None) -> dict:
+        """The checkpoint dict. ``rng`` is this process's RNG state (rank 0's in a run's checkpoint);
+        ``rng_ranks``, with several processes, every rank's, in rank order."""
+        rng = rng if rng is not None else rng_state()
+        st = {"format": CKPT_FORMAT, "step": self.step, "config": self.config, "seed": self.seed,
+              "task": self.task.state_dict(), "rng": rng,
+              "data": data if data is not None else self.stream.state_dict(),
+              "logs": {k: float(v) for k, v in self.last_logs.items()}, "time": time.time()}
+        if rng_ranks is not None:
+            st["rng_ranks"] = rng_ranks
+        return st
 
-    def save(self, path=None, rng=None, data=None) -> Path | None:
-        """Writes the checkpoint atomically (rank 0 only). Returns its path."""
-        if self.rank != 0:
-            return None
-        return atomic_save(self.state_dict(rng, data), path or self.ckpt_path)
+    def save(self, path=None, rng=None, data=None, collective: bool = True) -> Path | None:
+        """Writes the checkpoint atomically (rank 0 writes; returns its path, None on other ranks).
+
+        With several processes every rank's RNG state goes in (``rng_ranks``), so a resumed run draws what
+        each rank would have drawn: a collective, so every rank calls it. ``collective=False`` (an abort,
+        where the other ranks may be anywhere) stores rank 0's alone and does not wait for the others."""
+        rng = rng if rng is not None else rng_state()
+        collective = collective and self.world > 1
+        rng_ranks = gather_objects(rng) if collective else None
+        written = atomic_save(self.state_dict(rng, data, rng_ranks), path or self.ckpt_path) if self.rank == 0 \
+            else None
+        if collective:  # when save returns, the file is there for every rank (a resume right after)
+            torch.distributed.barrier()
+        return written
 
     def load(self, ck: dict) -> None:
-        """Restores task, data position, step and every RNG from a checkpoint dict."""
+        """Restores task, data position, step and every RNG from a checkpoint dict.
+
+        Each rank takes its own RNG state when the checkpoint has one per rank for this many processes;
+        otherwise (a checkpoint of another world size, or of an abort) rank 0 takes the stored state and
+        every other rank seeds its RNGs from (seed, step, rank): reproducible, but not the run that was
+        interrupted."""
         self.task.load_state_dict(ck["task"])
         self.stream.load_state_dict(ck["data"])
         self.step = int(ck["step"])
-        set_rng_state(ck["rng"])
+        ranks = ck.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.world:
+            set_rng_state(ranks[self.rank])
+        elif self.rank == 0:
+            set_rng_state(ck["rng"])
+        else:
+            seed_everything(noise_seed(self.seed, self.step, self.rank, stream=1))
         self.last_logs = dict(ck.get("logs", {}))
 
     def resume(self, path=None) -> int:
@@ -365,8 +416,12 @@ class Trainer:
 
     # -- checks ---------------------------------------------------------------------------------------
     def check_finite(self, loss: torch.Tensor, logs: dict | None = None) -> None:
-        """Raises :class:`NonFiniteLoss` when ``loss`` is NaN/inf (call it before any parameter update)."""
-        if not torch.isfinite(loss.detach()).all():
+        """Raises :class:`NonFiniteLoss` when ``loss`` is NaN/inf (call it before any parameter update).
+        With several processes it raises on every rank when the loss is bad on any (a collective)."""
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if any_rank(bad, loss.device) and not bad:
+            raise NonFiniteLoss(f"loss is not finite on another process at step {self.step + 1}")
+        if bad:
             parts = ", ".join(f"{k}={float(v):.4g}" for k, v in (logs or {}).items())
             raise NonFiniteLoss(f"loss is {float(loss.detach())} at step {self.step + 1}" + (f" ({parts})" if parts else ""))
 
@@ -440,6 +495,8 @@ class Trainer:
                         for k, v in logs.items():
                             writer.add_scalar(f"train/{k}", v, self.step)
                         writer.add_scalar("train/images_per_s", img_s, self.step)
+                    if self.world > 1:  # a Ctrl-C seen by one rank stops them all after the same step
+                        self._stop_requested = any_rank(self._stop_requested, self.device)
                     if self.ckpt_every and self.step % self.ckpt_every == 0 and self.step < self.steps:
                         self.save()
                     if self.on_step is not None:
@@ -452,7 +509,7 @@ class Trainer:
             # not have happened; keep the model as it is and the snapshot of the step's start.
             status = "interrupted"
             if self._snapshot is not None:
-                self.save(rng=self._snapshot[0], data=self._snapshot[1])
+                self.save(rng=self._snapshot[0], data=self._snapshot[1], collective=False)
             return status
         finally:
             if bar is not None:

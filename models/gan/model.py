@@ -138,11 +138,12 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     """Images (B, C, H, W) in [0, 1] -> (logits (B,), features (B, F)): the features are the flattened
-    output of the last convolution block (the feature-matching layer)."""
+    output of the last convolution block (the feature-matching layer). ``in_channels`` (default
+    ``cfg.channels``, 1) lets the VAE's novel-view term judge RGB images with the same architecture."""
 
-    def __init__(self, cfg: GANConfig):
+    def __init__(self, cfg: GANConfig, in_channels: int | None = None):
         super().__init__()
-        layers, c, size = [], cfg.channels, cfg.image_size
+        layers, c, size = [], in_channels or cfg.channels, cfg.image_size
         for i, w in enumerate(cfg.d_widths):
             layers.append(nn.Conv2d(c, w, 5, stride=2, padding=2))
             if i > 0 or cfg.d_bn_first:

@@ -385,8 +385,8 @@ class StyleGAN2Task(TrainTask):
 class StyleGAN2Trainer(Trainer):
     """The voxrender Trainer that also writes OUT/stylegan2.pt (port format) with every checkpoint."""
 
-    def save(self, path=None, rng=None, data=None):
-        out = super().save(path, rng, data)
+    def save(self, path=None, rng=None, data=None, collective: bool = True):
+        out = super().save(path, rng, data, collective)
         if out is not None:
             self.task.export(self.out / EXPORT_NAME)
         return out

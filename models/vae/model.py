@@ -70,8 +70,6 @@ class VAEConfig:
         self.dec_channels = tuple(int(c) for c in self.dec_channels)
         if self.adversarial < 0:
             raise ValueError(f"adversarial: expected a weight >= 0, got {self.adversarial}")
-        if self.adversarial > 0 and self.channels != 1:
-            raise ValueError("adversarial: the novel-view discriminator takes grey images (channels=1) only so far")
         if self.pose not in POSES:
             raise ValueError(f"pose: expected one of {', '.join(POSES)}, got {self.pose!r}")
         if self.channels not in (1, 3):

@@ -20,8 +20,9 @@ def default_train_config() -> dict:
 
 def view_discriminator(cfg: VAEConfig) -> Discriminator:
     """The novel-view discriminator of ``cfg.adversarial``: the voxel GAN's image discriminator (3 x conv 5x5
-    stride 2, 256 / 512 / 1024 channels times ``cfg.adv_width``, linear -> 1) at the VAE's image size."""
-    return Discriminator(GANConfig(image_size=cfg.image_size, width=cfg.adv_width))
+    stride 2, 256 / 512 / 1024 channels times ``cfg.adv_width``, linear -> 1) at the VAE's image size and
+    channels (grey or RGB)."""
+    return Discriminator(GANConfig(image_size=cfg.image_size, width=cfg.adv_width), in_channels=cfg.channels)
 
 
 class VAETask(TrainTask):
