@@ -27,6 +27,9 @@ $PY benchmarks/compare_projection.py --device cuda --date "$date" --machine "$(h
 # Rasterization beside the torch brute force, PyTorch3D and nvdiffrast (each used if installed, else "not installed").
 $PY benchmarks/compare_rasterize.py --device cuda --date "$date" --machine "$(head -n 2 "$OUT/gpu.txt" | tail -n 1)" \
   --json "$OUT/cuda-$date-rasterize.json" --markdown "$OUT/cuda-$date-rasterize.md" 2>&1 | tail -n 40 || status=1
+# The voxel VAE's training images/s at 28^3 and 64^3 and the share of project_volume in each step.
+$PY benchmarks/train_throughput.py --device cuda --date "$date" --machine "$(head -n 2 "$OUT/gpu.txt" | tail -n 1)" \
+  --json "$OUT/cuda-$date-training.json" --markdown "$OUT/cuda-$date-training.md" 2>&1 | tail -n 20 || status=1
 $PY -m pytest -q -p no:cacheprovider benchmarks --benchmark-enable -m gpu \
   --benchmark-json "$OUT/pytest-benchmark-cuda.json" >"$OUT/bench-suite.log" 2>&1 || status=1
 tail -n 5 "$OUT/bench-suite.log"
