@@ -449,3 +449,28 @@ def test_cli_help_lists_stylegan2_options(run_cli):
     for opt in ("stylegan2", "--size", "--channel-multiplier", "--channels-max", "--r1", "--path-reg", "--ema-kimg",
                 "--ema-beta", "--sample-every", "--amp"):
         assert opt in r.stdout, opt
+
+
+@pytest.mark.parametrize("model,batch", [("stylegan2", 16), ("vae", 64), ("gan", 64)])
+def test_train_default_batch_size_is_each_models_published_one(model, batch, monkeypatch):
+    """`voxrender train` without --batch-size: 16 for stylegan2 (the port's), 64 for the voxel models."""
+    import voxrender.model_cli as model_cli
+    import voxrender.models.stylegan2.train as sg2_train
+    from voxrender.cli import build_parser
+
+    seen = {}
+
+    def stop(args):
+        seen["batch"] = args.batch_size
+        raise SystemExit(0)
+
+    monkeypatch.setattr(sg2_train, "cmd_train", stop)
+    monkeypatch.setattr(model_cli, "parse_data", lambda *a: stop(args))
+    args = build_parser().parse_args(["train", model, "--out", "x"])
+    with pytest.raises(SystemExit):
+        model_cli.cmd_train(args)
+    assert seen["batch"] == batch
+    args = build_parser().parse_args(["train", model, "--out", "x", "--batch-size", "8"])
+    with pytest.raises(SystemExit):
+        model_cli.cmd_train(args)
+    assert seen["batch"] == 8

@@ -134,12 +134,17 @@ def _gan_config(args, data: dict) -> dict:
             "lr_d": args.lr_d, "beta1": args.beta1, "batch_size": args.batch_size, "data": data}
 
 
+DEFAULT_BATCH = {"vae": 64, "gan": 64, "stylegan2": 16}  # the papers' / the StyleGAN2 port's batch sizes
+
+
 def cmd_train(args) -> int:
     import torch
 
     from voxrender.models.vae.model import VAEConfig
     from voxrender.training import NonFiniteLoss
 
+    if args.batch_size is None:  # the published batch of each model
+        args.batch_size = DEFAULT_BATCH[args.model]
     if args.model == "stylegan2":  # its own data sources, config and files: models/stylegan2/train.py
         from voxrender.models.stylegan2.train import cmd_train as cmd_train_stylegan2
 
@@ -427,7 +432,8 @@ def add_model_commands(sub) -> None:
                     help="also write the step logs (losses, images/s) as TensorBoard event files into DIR "
                          "(needs: pip install tensorboard; view with: tensorboard --logdir DIR)")
     tr.add_argument("--epochs", type=int, default=15, help="epochs over the training set (vae, published: 15)")
-    tr.add_argument("--batch-size", type=int, default=64, help="global batch size (published: 64)")
+    tr.add_argument("--batch-size", type=int, default=None,
+                    help="global batch size (default: the published one, 64 for vae and gan, 16 for stylegan2)")
     tr.add_argument("--lr", type=float, default=None,
                     help="Adam learning rate (vae, published: 1e-3); gan: the generator's (published: 2.5e-3); "
                          "stylegan2: both networks' (the port: 0.002)")
