@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shutil
 import sys
 import time
@@ -78,16 +77,10 @@ def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, c
     NonFiniteLoss after writing the last good state."""
     import torch
 
-    from voxrender.training import Trainer, init_distributed, load_checkpoint, noise_seed, seed_everything
+    from voxrender.training import Trainer, begin_run, open_run
 
     out = Path(out)
-    init_distributed(device)
-    if resume:
-        path = out / "last.ckpt" if resume is True else Path(resume)
-        ck = load_checkpoint(path)
-        config = ck["config"]
-        seed = ck["seed"]
-    seed_everything(seed)
+    config, seed, ck, path = open_run(config, out, device, seed, resume)
     model = config.get("model", "vae")
     if model == "gan":
         from voxrender.models.gan.train import build_task
@@ -98,16 +91,7 @@ def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, c
     trainer = Trainer(task, ds, out, steps=steps, batch_size=config["batch_size"], seed=seed,
                       ckpt_every=ckpt_every, config=config, device=device, progress=progress, on_step=on_step,
                       desc=desc, tensorboard=tensorboard)
-    if resume:
-        trainer.load(ck)
-        if trainer.rank == 0:
-            print(f"resumed from {path} at step {trainer.step}", file=sys.stderr)
-    else:
-        if trainer.rank > 0:  # every rank builds the same model (DDP also broadcasts it); then its own noise
-            seed_everything(noise_seed(seed, 0, trainer.rank))
-        if trainer.rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.json").write_text(json.dumps(config, indent=2))
+    begin_run(trainer, ck, path)
     torch.set_grad_enabled(True)
     status = trainer.fit()
     return trainer, status

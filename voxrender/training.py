@@ -311,6 +311,102 @@ class TrainTask:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# starting a run (fresh or resumed): shared by every model's ``train_run``
+
+
+def open_run(config: dict, out, device: str, seed: int, resume=None, model: str | None = None):
+    """The first half of a run's setup: starts the process group (``torchrun``), loads the checkpoint when
+    resuming (OUT/last.ckpt for ``resume=True``, else the path; its config and seed win over the given ones;
+    with ``model`` it must be that model's) and seeds every RNG, so the model is built the same on every rank.
+    Returns (config, seed, checkpoint or None, its path or None)."""
+    out = Path(out)
+    init_distributed(device)
+    ck = path = None
+    if resume:
+        path = out / "last.ckpt" if resume is True else Path(resume)
+        ck = load_checkpoint(path)
+        if model is not None and ck["config"].get("model", "vae") != model:
+            raise ValueError(f"{path}: a {ck['config'].get('model')!r} checkpoint, not a {model} one")
+        config, seed = ck["config"], ck["seed"]
+    seed_everything(seed)
+    return config, seed, ck, path
+
+
+def begin_run(trainer: "Trainer", ck: dict | None, path=None) -> None:
+    """The second half, once the trainer exists: restores the checkpoint, or for a fresh run gives every rank
+    > 0 its own noise (each rank draws from (seed, rank); the model was built identically before) and writes
+    OUT/config.json (rank 0)."""
+    if ck is not None:
+        trainer.load(ck)
+        if trainer.rank == 0:
+            print(f"resumed from {path} at step {trainer.step}", file=sys.stderr)
+        return
+    if trainer.rank > 0:
+        seed_everything(noise_seed(trainer.seed, 0, trainer.rank))
+    if trainer.rank == 0:
+        import json
+
+        trainer.out.mkdir(parents=True, exist_ok=True)
+        (trainer.out / "config.json").write_text(json.dumps(trainer.config, indent=2))
+
+
+class ProgressMonitor:
+    """Base of the GANs' ``on_step`` callbacks (rank 0): a tqdm bar with the subclass's :meth:`postfix` and
+    images/s (counted from the end of this process's first step), and every ``sample_every`` steps and at the
+    last step the subclass's :meth:`sample_image` as OUT/samples/step_XXXXXX.png and OUT/samples.png."""
+
+    desc = "train"
+
+    def __init__(self, out, sample_every: int = 500, progress: bool = True, n_samples: int = 8):
+        self.out, self.sample_every, self.progress = Path(out), int(sample_every), progress
+        self.n_samples = n_samples
+        self.bar, self.t0, self.n_img, self.z = None, None, 0, None
+
+    def postfix(self, logs: dict) -> dict:
+        """The bar's values (strings) for one step's logs."""
+        return {}
+
+    def sample_image(self, trainer):
+        """A (3, H, W) picture in [0, 1] of the current model (fixed latents across the run)."""
+        raise NotImplementedError
+
+    def __call__(self, trainer, logs: dict) -> None:
+        if trainer.rank != 0:
+            return
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+            if self.progress:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=trainer.steps, initial=trainer.step - 1, desc=self.desc, unit="step",
+                                dynamic_ncols=True, file=sys.stderr)
+        else:
+            self.n_img += trainer.batch_size
+        if self.bar is not None:
+            self.bar.update(1)
+            dt = max(time.perf_counter() - self.t0, 1e-9)
+            self.bar.set_postfix({**self.postfix(logs), "img_s": f"{self.n_img / dt:.1f}"}, refresh=False)
+        last = trainer.step == trainer.steps or trainer._stop_requested
+        if (self.sample_every and trainer.step % self.sample_every == 0) or last:
+            self.write_samples(trainer)
+        if last:
+            self.close()
+
+    def write_samples(self, trainer) -> Path:
+        from voxrender.io import save_png
+
+        img = self.sample_image(trainer)
+        path = save_png(img, self.out / "samples" / f"step_{trainer.step:06d}.png")
+        save_png(img, self.out / "samples.png")
+        return path
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ---------------------------------------------------------------------------------------------------------
 # the loop
 
 

@@ -21,14 +21,11 @@ so the checkpoint holds the state at the start of the failing step.
 from __future__ import annotations
 
 import math
-import sys
-import time
-from pathlib import Path
 
 import torch
 
-from voxrender.training import (NonFiniteLoss, TrainTask, all_reduce_mean, average_gradients, dist_info,
-                                noise_seed)
+from voxrender.training import (NonFiniteLoss, ProgressMonitor, TrainTask, all_reduce_mean, average_gradients,
+                                dist_info, noise_seed)
 
 from .model import GANConfig, VoxelGAN, d_loss_and_accuracy, feature_matching_loss, g_adversarial_loss
 
@@ -173,53 +170,23 @@ def view_grid(model: VoxelGAN, z: torch.Tensor, n_views: int = 8, scale: int = 2
     return image_grid(tiles, ncol=n_views, scale=scale)
 
 
-class GANMonitor:
+class GANMonitor(ProgressMonitor):
     """``on_step`` callback of a GAN run (rank 0): a tqdm bar with D and G losses, D accuracy, mean
     occupancy and images/s; every ``sample_every`` steps (and at the last step) OUT/samples/step_XXXXXX.png
     and OUT/samples.png (8 fixed latents x 8 views)."""
 
     def __init__(self, out, sample_every: int = 500, progress: bool = True, desc: str = "train gan",
                  n_samples: int = 8):
-        self.out, self.sample_every, self.progress, self.desc = Path(out), int(sample_every), progress, desc
-        self.n_samples = n_samples
-        self.bar, self.t0, self.n_img, self.z = None, None, 0, None
+        super().__init__(out, sample_every, progress, n_samples)
+        self.desc = desc
 
-    def __call__(self, trainer, logs: dict) -> None:
-        if trainer.rank != 0:
-            return
-        if self.t0 is None:  # images/s counts from the end of the first step of this process
-            self.t0 = time.perf_counter()
-            if self.progress:
-                from tqdm.auto import tqdm
+    def postfix(self, logs: dict) -> dict:
+        return {"D": f"{logs['d_loss']:.3f}", "G": f"{logs['g_loss']:.3f}", "acc": f"{logs['d_acc']:.2f}",
+                "occ": f"{logs['occupancy']:.3f}"}
 
-                self.bar = tqdm(total=trainer.steps, initial=trainer.step - 1, desc=self.desc, unit="step",
-                                dynamic_ncols=True, file=sys.stderr)
-        else:
-            self.n_img += trainer.batch_size
-        if self.bar is not None:
-            self.bar.update(1)
-            dt = max(time.perf_counter() - self.t0, 1e-9)
-            self.bar.set_postfix(D=f"{logs['d_loss']:.3f}", G=f"{logs['g_loss']:.3f}", acc=f"{logs['d_acc']:.2f}",
-                                 occ=f"{logs['occupancy']:.3f}", img_s=f"{self.n_img / dt:.0f}", refresh=False)
-        last = trainer.step == trainer.steps or trainer._stop_requested
-        if (self.sample_every and trainer.step % self.sample_every == 0) or last:
-            self.write_samples(trainer)
-        if last:
-            self.close()
-
-    def write_samples(self, trainer) -> Path:
-        from voxrender.io import save_png
-
+    def sample_image(self, trainer):
         task = trainer.task
         if self.z is None:
             g = torch.Generator().manual_seed(trainer.seed + 12345)
             self.z = task.model.sample_z(self.n_samples, generator=g).to(task.device)
-        img = view_grid(task.model, self.z, task.cfg.n_views if task.cfg.view == "discrete" else 8)
-        path = save_png(img, self.out / "samples" / f"step_{trainer.step:06d}.png")
-        save_png(img, self.out / "samples.png")
-        return path
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        return view_grid(task.model, self.z, task.cfg.n_views if task.cfg.view == "discrete" else 8)

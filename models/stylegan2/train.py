@@ -33,17 +33,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import sys
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from voxrender.training import NonFiniteLoss, Trainer, TrainTask, average_gradients, dist_info, noise_seed
+from voxrender.training import (NonFiniteLoss, ProgressMonitor, Trainer, TrainTask, average_gradients, dist_info,
+                                noise_seed)
 
 from .checkpoint import save_checkpoint
 from .networks import Discriminator, Generator
@@ -437,56 +436,27 @@ def sample_grid(G: Generator, z: torch.Tensor, ncol: int = 4):
     return image_grid(tiles, ncol=ncol, scale=max(1, 128 // G.size))
 
 
-class Monitor:
+class Monitor(ProgressMonitor):
     """``on_step`` callback (rank 0): a tqdm bar (D and G losses, R1, images/s) and, every
     ``sample_every`` steps and at the end, OUT/samples.png and OUT/samples/step_N.png (g_ema on 16 fixed z)."""
 
+    desc = "train stylegan2"
+
     def __init__(self, out, sample_every: int = 500, progress: bool = True, n_samples: int = 16):
-        self.out, self.sample_every, self.progress, self.n_samples = Path(out), int(sample_every), progress, n_samples
-        self.bar, self.t0, self.n_img, self.z = None, None, 0, None
+        super().__init__(out, sample_every, progress, n_samples)
 
-    def __call__(self, trainer, logs: dict) -> None:
-        if trainer.rank != 0:
-            return
-        if self.t0 is None:
-            self.t0 = time.perf_counter()
-            if self.progress:
-                from tqdm.auto import tqdm
+    def postfix(self, logs: dict) -> dict:
+        post = {"D": f"{logs['d_loss']:.3f}", "G": f"{logs['g_loss']:.3f}"}
+        if "r1" in logs:
+            post["r1"] = f"{logs['r1']:.3g}"
+        return post
 
-                self.bar = tqdm(total=trainer.steps, initial=trainer.step - 1, desc="train stylegan2", unit="step",
-                                dynamic_ncols=True, file=sys.stderr)
-        else:
-            self.n_img += trainer.batch_size
-        if self.bar is not None:
-            self.bar.update(1)
-            dt = max(time.perf_counter() - self.t0, 1e-9)
-            post = {"D": f"{logs['d_loss']:.3f}", "G": f"{logs['g_loss']:.3f}"}
-            if "r1" in logs:
-                post["r1"] = f"{logs['r1']:.3g}"
-            post["img_s"] = f"{self.n_img / dt:.1f}"
-            self.bar.set_postfix(post, refresh=False)
-        last = trainer.step == trainer.steps or trainer._stop_requested
-        if (self.sample_every and trainer.step % self.sample_every == 0) or last:
-            self.write_samples(trainer)
-        if last:
-            self.close()
-
-    def write_samples(self, trainer) -> Path:
-        from voxrender.io import save_png
-
+    def sample_image(self, trainer):
         G = trainer.task.g_ema
         if self.z is None:
             g = torch.Generator().manual_seed(trainer.seed + 12345)
             self.z = torch.randn(self.n_samples, G.style_dim, generator=g).to(trainer.task.device)
-        img = sample_grid(G, self.z, ncol=int(math.ceil(math.sqrt(self.n_samples))))
-        path = save_png(img, self.out / "samples" / f"step_{trainer.step:06d}.png")
-        save_png(img, self.out / "samples.png")
-        return path
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        return sample_grid(G, self.z, ncol=int(math.ceil(math.sqrt(self.n_samples))))
 
 
 def build_task(config: dict, device: str = "cpu") -> StyleGAN2Task:
@@ -498,18 +468,10 @@ def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, c
     """Builds (or resumes from OUT/last.ckpt or the path ``resume``) a StyleGAN2 run and trains it up to
     ``steps``. ``config``: {"model": "stylegan2", "stylegan2": StyleGAN2Config dict, "batch_size", "data"}.
     Returns (trainer, status)."""
-    from voxrender.training import init_distributed, load_checkpoint, seed_everything
+    from voxrender.training import begin_run, open_run
 
     out = Path(out)
-    init_distributed(device)
-    ck = None
-    if resume:
-        path = out / "last.ckpt" if resume is True else Path(resume)
-        ck = load_checkpoint(path)
-        if ck["config"].get("model") != "stylegan2":
-            raise ValueError(f"{path}: a {ck['config'].get('model')!r} checkpoint, not a stylegan2 one")
-        config, seed = ck["config"], ck["seed"]
-    seed_everything(seed)
+    config, seed, ck, path = open_run(config, out, device, seed, resume, model="stylegan2")
     task = build_task(config, device)
     ds = make_dataset(config["data"], config["stylegan2"]["size"])
     monitor = Monitor(out, sample_every=sample_every, progress=progress)
@@ -522,13 +484,7 @@ def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, c
     trainer = StyleGAN2Trainer(task, ds, out, steps=steps, batch_size=config["batch_size"], seed=seed,
                                ckpt_every=ckpt_every, config=config, device=device, progress=False,
                                on_step=callback, desc="train stylegan2", tensorboard=tensorboard)
-    if ck is not None:
-        trainer.load(ck)
-        if trainer.rank == 0:
-            print(f"resumed from {path} at step {trainer.step}", file=sys.stderr)
-    elif trainer.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config, indent=2))
+    begin_run(trainer, ck, path)
     torch.set_grad_enabled(True)
     try:
         status = trainer.fit()
