@@ -255,6 +255,35 @@ def test_save_load_round_trip_is_exact(tmp_path):
     assert D4 is None and G4.latent_avg is None
 
 
+def test_shipped_generators_load_by_name(tmp_path, monkeypatch):
+    """load_checkpoint("NAME") loads weights/NAME.pt of the package; an unknown name lists the shipped ones;
+    an existing file of that name wins over the shipped one."""
+    import voxrender.models.stylegan2.pretrained as pretrained
+
+    G, D = tiny()
+    monkeypatch.setattr(pretrained, "WEIGHTS", tmp_path)
+    save_checkpoint(tmp_path / "mini.pt", G, D)
+    (tmp_path / "mini.json").write_text('{"command": "voxrender train stylegan2 ..."}')
+    assert pretrained.pretrained_names() == ["mini"]
+    assert pretrained.pretrained_info("mini")["command"].startswith("voxrender train")
+    G2, D2 = load_checkpoint("mini")
+    z = torch.randn(2, 32)
+    with torch.no_grad():
+        assert torch.equal(G2(z, randomize_noise=False), G(z, randomize_noise=False))
+    with pytest.raises(FileNotFoundError, match="shipped: mini"):
+        load_checkpoint("nope")
+    from voxrender.models.gan2shape.pipeline import load_gan  # `voxrender gan2shape --gan mini`
+
+    G3, D3 = load_gan("mini")
+    assert G3.config() == G.config() and D3 is not None
+    with pytest.raises(FileNotFoundError, match="shipped with voxrender: mini"):
+        load_gan("nope")
+    monkeypatch.chdir(tmp_path / "..")
+    (tmp_path / ".." / "mini").write_text("not a checkpoint")  # a file named like the shipped generator
+    with pytest.raises(Exception):
+        load_checkpoint("mini")
+
+
 def test_strict_load_names_missing_and_unexpected_keys():
     G, D = tiny()
     sd = dict(G.state_dict())

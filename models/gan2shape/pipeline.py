@@ -58,12 +58,16 @@ __all__ = ["evaluate_synthetic", "generate", "load_gan", "load_own_image", "make
 def load_gan(path, device="cpu"):
     """``(G, D)`` from a StyleGAN2 checkpoint in the port's format; a clear error for a missing file or a
     checkpoint without a discriminator (GAN2Shape's feature losses need it)."""
-    from voxrender.models.stylegan2 import load_checkpoint
+    from voxrender.models.stylegan2 import load_checkpoint, pretrained_names
+    from voxrender.models.stylegan2.pretrained import resolve
 
     p = Path(path).expanduser()
+    if not p.exists():  # the name of a shipped generator ("synface64")
+        p = Path(resolve(str(path)))
     if not p.is_file():
         raise FileNotFoundError(f"--gan: no StyleGAN2 checkpoint at {p} (a .pt file in the format of "
-                                f"rosinality/stylegan2-pytorch, or one written by `voxrender train stylegan2`)")
+                                f"rosinality/stylegan2-pytorch, or one written by `voxrender train stylegan2`, or "
+                                f"the name of one shipped with voxrender: {', '.join(pretrained_names()) or 'none'})")
     G, D = load_checkpoint(p, map_location=device)
     if D is None:
         raise ValueError(f"--gan {p}: the checkpoint has no discriminator ('d'); GAN2Shape needs it for its "

@@ -17,8 +17,10 @@ from .checkpoint import (checkpoint_dict, discriminator_config, discriminator_fr
                          generator_from_state_dict, load_checkpoint, save_checkpoint)
 from .networks import (Discriminator, EqualConv2d, EqualLinear, Generator, ModulatedConv2d, default_channels,
                        fused_leaky_relu, resolve_channels, upfirdn2d)
+from .pretrained import pretrained_info, pretrained_names, pretrained_path
 
 __all__ = ["Discriminator", "EqualConv2d", "EqualLinear", "Generator", "ModulatedConv2d", "checkpoint_dict",
            "default_channels", "discriminator_config", "discriminator_from_state_dict", "fused_leaky_relu",
-           "generator_config", "generator_from_state_dict", "load_checkpoint", "resolve_channels",
+           "generator_config", "generator_from_state_dict", "load_checkpoint", "pretrained_info", "pretrained_names",
+           "pretrained_path", "resolve_channels",
            "save_checkpoint", "upfirdn2d"]

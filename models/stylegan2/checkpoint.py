@@ -23,7 +23,10 @@ from .networks import Discriminator, Generator, default_channels
 def _load_file(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no StyleGAN2 checkpoint at {path}")
+        from .pretrained import pretrained_names
+
+        raise FileNotFoundError(f"no StyleGAN2 checkpoint at {path} (a file, or the name of a generator shipped "
+                                f"with voxrender; shipped: {', '.join(pretrained_names()) or 'none'})")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
@@ -144,10 +147,14 @@ def discriminator_from_state_dict(sd: dict, what: str = "d", arch: dict | None =
 
 
 def load_checkpoint(ckpt, map_location="cpu", with_g: bool = False):
-    """``(G, D)`` from a port-format checkpoint (a path or the loaded dict): G is built from ``g_ema``
+    """``(G, D)`` from a port-format checkpoint (a path, the loaded dict, or the name of a generator that
+    ships with voxrender, see :mod:`.pretrained`): G is built from ``g_ema``
     (with ``G.latent_avg`` from ``latent_avg`` when present), D from ``d`` (None when the checkpoint has no
     ``d``, as in the port's converted official weights). Both in eval mode, on ``map_location``'s device.
     ``with_g=True``: ``(G, D, g)``, g the non-EMA generator of ``g`` (or None)."""
+    from .pretrained import resolve
+
+    ckpt = resolve(ckpt)  # a shipped generator's name ("synface64") is its file
     src = ckpt if isinstance(ckpt, dict) else _load_file(ckpt, map_location)
     name = "checkpoint" if isinstance(ckpt, dict) else str(ckpt)
     if not isinstance(src, dict) or "g_ema" not in src:
