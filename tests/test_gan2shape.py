@@ -394,3 +394,45 @@ def test_help_lists_options(run_cli):
         assert opt in r.stdout
     r = run_cli("eval-gan2shape", "--help")
     assert r.returncode == 0 and "--n" in r.stdout and "SIDE" in r.stdout
+
+
+def test_cli_eval_gan2shape_resume(tmp_path, run_cli, ckpt):
+    """An interrupted eval resumes: finished images come from OUT/progress/ (inversion included), the rest
+    run, and the result equals the uninterrupted run's; a record made with other settings is an error."""
+    out = tmp_path / "ev"
+
+    def cmd(invert_steps="2"):
+        return ["eval-gan2shape", "--gan", str(ckpt), "--n", "2", "--preset", "tiny", "--out", str(out),
+                "--invert-steps", invert_steps, "--mean-depth-n", "8", "--no-progress", "--threads", "1"]
+
+    args = cmd()
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    full = np.load(out / "depth_pred.npy")
+    assert sorted(p.name for p in (out / "progress").iterdir()) == ["test_0000.pt", "test_0001.pt"]
+    (out / "progress" / "test_0001.pt").unlink()  # as if stopped during the second image
+    (out / "depth_pred.npy").unlink()
+    r = run_cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "test_0000: taken from" in r.stdout and "test_0001: taken from" not in r.stdout
+    np.testing.assert_array_equal(np.load(out / "depth_pred.npy"), full)
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["per_image"]) == 2 and all(p["invert_loss"][0] is not None for p in m["per_image"])
+    r = run_cli(*cmd(invert_steps="3"), "--resume")
+    assert r.returncode != 0 and "other settings" in r.stderr and "invert" in r.stderr
+
+
+def test_cli_gan2shape_resume_skips_finished_images(tmp_path, run_cli, ckpt):
+    out = tmp_path / "g"
+    args = ["gan2shape", "--gan", str(ckpt), "--samples", "2", "--preset", "tiny", "--out", str(out),
+            "--no-progress", "--threads", "1"]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    first = np.load(out / "sample_001" / "depth.npy")
+    (out / "progress" / "sample_001.pt").unlink()
+    r = run_cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "sample_000: taken from" in r.stdout and "sample_001: taken from" not in r.stdout
+    np.testing.assert_array_equal(np.load(out / "sample_001" / "depth.npy"), first)  # rerun: the same result
+    index = json.loads((out / "index.json").read_text())
+    assert [i["name"] for i in index["images"]] == ["sample_000", "sample_001"]

@@ -61,7 +61,8 @@ def cmd_gan2shape(args) -> int:
     import torch
 
     from .invert import invert, resize
-    from .pipeline import generate, load_own_image, run_images, sample_latents
+    from .pipeline import generate, load_own_image, run_images, run_key, sample_latents
+    from .records import ImageRecords, digest
 
     cmd = "gan2shape"
     if args.samples is not None and args.samples < 1:
@@ -70,25 +71,38 @@ def cmd_gan2shape(args) -> int:
     out = Path(args.out)
     log = print
     torch.manual_seed(args.seed)
-    extra = None
+    records = ImageRecords(out, run_key(G, D, config, perceptual, stats), args.resume)
     if args.image:
-        imgs, ws, gan_ims, names, extra = [], [], [], [], []
+        imgs, ws, gan_ims, names, extra, keys = [], [], [], [], [], []
         for k, path in enumerate(args.image):
             try:
                 img = load_own_image(path, G.size)
             except (FileNotFoundError, ValueError) as e:
                 raise _fail(cmd, str(e)) from None
-            inv = invert(G, img.to(device), args.invert_steps, D=D, lr=args.invert_lr, progress=not args.no_progress,
-                         desc=f"[{k + 1}/{len(args.image)}] invert")
-            log(f"{path}: inverted into W in {args.invert_steps} steps (loss "
-                f"{inv.losses[0] if inv.losses else float('nan'):.4f} -> "
-                f"{inv.losses[-1] if inv.losses else float('nan'):.4f})")
+            name = f"{k:03d}_{Path(path).stem}"
+            key = {"seed": args.seed + k, "image": digest(img), "invert": [args.invert_steps, args.invert_lr]}
+            try:
+                done = records.load(name, key)
+            except ValueError as e:
+                raise _fail(cmd, str(e)) from None
+            if done is not None:  # finished in an earlier run: its latent is in the record
+                res, info = done
+                w, gan_im = res.w.to(device), res.gan_image.to(device)
+            else:
+                inv = invert(G, img.to(device), args.invert_steps, D=D, lr=args.invert_lr,
+                             progress=not args.no_progress, desc=f"[{k + 1}/{len(args.image)}] invert")
+                log(f"{path}: inverted into W in {args.invert_steps} steps (loss "
+                    f"{inv.losses[0] if inv.losses else float('nan'):.4f} -> "
+                    f"{inv.losses[-1] if inv.losses else float('nan'):.4f})")
+                w, gan_im = inv.w[0], inv.image[0]
+                info = {"source": str(path), "invert": {"steps": args.invert_steps, "lr": args.invert_lr,
+                                                        "losses": inv.losses[:1] + inv.losses[-1:]}}
             imgs.append(resize(img[None], config.image_size)[0])
-            ws.append(inv.w[0])
-            gan_ims.append(inv.image[0])
-            names.append(f"{k:03d}_{Path(path).stem}")
-            extra.append({"source": str(path), "invert": {"steps": args.invert_steps, "lr": args.invert_lr,
-                                                          "losses": inv.losses[:1] + inv.losses[-1:]}})
+            ws.append(w)
+            gan_ims.append(gan_im)
+            names.append(name)
+            extra.append(info)
+            keys.append(key)
         images, latents, gan_images = torch.stack(imgs), torch.stack(ws), torch.stack(gan_ims)
     else:
         n = args.samples or 4
@@ -98,12 +112,19 @@ def cmd_gan2shape(args) -> int:
         names = [f"sample_{k:03d}" for k in range(n)]
         extra = [{"source": "GAN sample", "seed": args.seed, "index": k, "truncation": args.truncation}
                  for k in range(n)]
+        keys = [{"seed": args.seed + k, "sample": [args.seed, k, args.truncation]} for k in range(n)]
     log(f"GAN2Shape preset {config.preset}: {len(images)} image(s) at {config.image_size} px, "
         f"{config.num_stages} stage(s), steps {config.steps_first}"
         + (f" then {config.steps_later}" if config.num_stages > 1 else "") + f", device {device}")
-    results = run_images(G, D, config, images, latents, out, names=names, gan_images=gan_images, device=device,
-                         perceptual=perceptual, stats=stats, seed=args.seed, progress=not args.no_progress,
-                         extra=extra, log=log)
+    try:
+        results = run_images(G, D, config, images, latents, out, names=names, gan_images=gan_images,
+                             device=device, perceptual=perceptual, stats=stats, seed=args.seed,
+                             progress=not args.no_progress, extra=extra, log=log, records=records, keys=keys,
+                             record_extra=extra)
+    except ValueError as e:
+        if "--resume" not in str(e):
+            raise
+        raise _fail(cmd, str(e)) from None
     index = [{"name": nm, "seconds": r.times["steps"]["total"], "folder": str(out / nm)}
              for nm, r in zip(names, results)]
     (out / "index.json").write_text(json.dumps({"preset": config.preset, "images": index}, indent=1))
@@ -120,10 +141,15 @@ def cmd_eval_gan2shape(args) -> int:
     config, G, D, perceptual, stats, device = _setup(cmd, args)
     print(f"eval-gan2shape: {args.n} held-out synthetic faces at {config.image_size} px, preset {config.preset}, "
           f"device {device}")
-    evaluate_synthetic(G, D, config, args.n, args.out, device=device, perceptual=perceptual, stats=stats,
-                       seed=args.seed, invert_steps=args.invert_steps, invert_lr=args.invert_lr,
-                       data_seed=args.data_seed, mean_depth_items=args.mean_depth_n, save_images=args.save_images,
-                       progress=not args.no_progress)
+    try:
+        evaluate_synthetic(G, D, config, args.n, args.out, device=device, perceptual=perceptual, stats=stats,
+                           seed=args.seed, invert_steps=args.invert_steps, invert_lr=args.invert_lr,
+                           data_seed=args.data_seed, mean_depth_items=args.mean_depth_n,
+                           save_images=args.save_images, progress=not args.no_progress, resume=args.resume)
+    except ValueError as e:
+        if "--resume" not in str(e):
+            raise
+        raise _fail(cmd, str(e)) from None
     print(f"wrote {Path(args.out) / 'metrics.json'}, depth_pred.npy, depth_gt.npy, mask_gt.npy")
     return 0
 
@@ -161,6 +187,10 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str) -
                    help="Adam steps of the W-space inversion of images that are not GAN samples (default 200)")
     p.add_argument("--invert-lr", type=float, default=0.05, help="learning rate of the inversion (default 0.05)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in the same --out: every finished image is recorded in "
+                        "OUT/progress/ and taken from there instead of being run again (the other options and "
+                        "the GAN must be the same; a record made with other settings is an error)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

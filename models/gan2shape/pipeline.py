@@ -31,6 +31,7 @@ Outputs per image (:func:`save_result`, in ``OUT/<name>/``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -49,6 +50,7 @@ from .model import (
     VGGPerceptualLoss,
     ViewLightStats,
 )
+from .records import ImageRecords, digest
 from .renderer import BORDER_DEPTH, intrinsics, reconstruct
 
 __all__ = ["evaluate_synthetic", "generate", "load_gan", "load_own_image", "make_perceptual", "mesh_from_depth",
@@ -247,23 +249,45 @@ def _describe_times(times: dict) -> str:
     return ", ".join(f"{k} {v['seconds']:.2f}s" for k, v in top)
 
 
+def run_key(G, D, config: GAN2ShapeConfig, perceptual=None, stats: ViewLightStats | None = None) -> dict:
+    """What every image of a run shares, for the resume records (:mod:`.records`)."""
+    return {"config": config.to_dict(), "gan": digest(G, D), "perceptual": digest(perceptual),
+            "stats": digest(*(dataclasses.astuple(stats) if stats is not None else ()))}
+
+
 def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: torch.Tensor, out, *,
                names: list | None = None, gan_images: torch.Tensor | None = None, device=None,
                perceptual=None, stats: ViewLightStats | None = None, seed: int = 0, progress: bool = True,
-               extra: list | None = None, save: bool = True, log=print) -> list:
+               extra: list | None = None, save: bool = True, log=print, records: ImageRecords | None = None,
+               keys: list | None = None, record_extra: list | None = None) -> list:
     """Runs GAN2Shape on each image (n, 3, H, W) in [0, 1] with its latent (n, style_dim); writes the outputs
     of image k to ``out/names[k]`` (default ``image_000`` ...) when ``save``. The seed of image k is
-    ``seed + k``. Returns the :class:`GAN2ShapeResult` list."""
+    ``seed + k``. Returns the :class:`GAN2ShapeResult` list.
+
+    ``records``: after each image its result goes into ``records`` (with ``record_extra[k]``); an image whose
+    record matches (``keys[k]``, default: its seed, image and latent) is taken from it instead of being run
+    again (``--resume``)."""
     model = GAN2Shape(G, D, config, device=device, perceptual=perceptual, stats=stats, progress=progress)
     names = names or [f"image_{k:03d}" for k in range(len(images))]
     results = []
     for k in range(len(images)):
+        key = keys[k] if keys is not None else {"seed": seed + k, "image": digest(images[k]),
+                                                "latent": digest(latents[k])}
+        done = records.load(names[k], key) if records is not None else None
+        if done is not None:
+            res = done[0]
+            log(f"{names[k]}: taken from {records.path(names[k])} ({res.times['steps']['total']:.1f} s in an "
+                f"earlier run)")
+            results.append(res)
+            continue
         model.desc = f"[{k + 1}/{len(images)}] "
         res = model.run(images[k], latents[k], None if gan_images is None else gan_images[k], seed=seed + k)
         res.nets = None  # free the networks
         if save:
             path = save_result(res, Path(out) / names[k], config, None if extra is None else extra[k])
             log(f"{names[k]}: {res.times['steps']['total']:.1f} s ({_describe_times(res.times)}) -> {path.parent}")
+        if records is not None:
+            records.save(names[k], key, res, None if record_extra is None else record_extra[k])
         results.append(res)
     return results
 
@@ -271,7 +295,7 @@ def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: tor
 def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=None, perceptual=None,
                        stats: ViewLightStats | None = None, seed: int = 0, invert_steps: int = 200,
                        invert_lr: float = 0.05, data_seed: int = 0, mean_depth_items: int = 256,
-                       save_images: bool = False, progress: bool = True, log=print) -> dict:
+                       save_images: bool = False, progress: bool = True, log=print, resume: bool = False) -> dict:
     """SIDE / MAD of GAN2Shape on ``n`` held-out synthetic faces (``SyntheticFaces(split="test")`` at the
     config's image size), each inverted into W (:func:`invert.invert`, ``invert_steps`` steps), against the
     ground-truth view depth, as Unsup3d evaluates: the predicted depth is the reconstruction's depth in the
@@ -281,7 +305,9 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     prior of the threshold mask) with ``metrics.evaluate_baselines``.
 
     Writes ``metrics.json``, ``depth_pred.npy``, ``depth_gt.npy``, ``mask_gt.npy`` (n, S, S) (and the
-    per-image outputs under ``images/`` with ``save_images``); returns the metrics dict."""
+    per-image outputs under ``images/`` with ``save_images``); returns the metrics dict. Every finished image
+    is recorded in ``OUT/progress/``; ``resume=True`` takes the images recorded with the same settings from
+    there (their inversion too) and runs the rest."""
     from voxrender.data.faces import SyntheticFaces
 
     from .metrics import SIDE_SCALE, evaluate_baselines, evaluate_depth, format_metrics
@@ -296,9 +322,19 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     batch = ds.get_batch(range(n))
     images, gt_depth, gt_mask = batch["image"], batch["depth"], batch["mask"]
     dev = next(G.parameters()).device
+    records = ImageRecords(out, run_key(G, D, config, perceptual, stats), resume)
+    names = [f"test_{k:04d}" for k in range(n)]
+    keys = [{"seed": seed + k, "image": digest(images[k]), "invert": [invert_steps, invert_lr]} for k in range(n)]
     t = time.perf_counter()
     ws, gan_ims, inv_losses = [], [], []
     for k in range(n):
+        done = records.load(names[k], keys[k])
+        if done is not None:  # its inversion is in the record too
+            res, rec = done
+            ws.append(res.w.to(dev))
+            gan_ims.append(res.gan_image.to(dev))
+            inv_losses.append(tuple(rec["invert_loss"]))
+            continue
         inv = invert(G, images[k].to(dev), invert_steps, D=D, lr=invert_lr, progress=progress,
                      desc=f"[{k + 1}/{n}] invert")
         ws.append(inv.w[0])
@@ -307,7 +343,8 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     t_invert = time.perf_counter() - t
     results = run_images(G, D, config, images, torch.stack(ws), out / "images", gan_images=torch.stack(gan_ims),
                          device=device, perceptual=perceptual, stats=stats, seed=seed, progress=progress,
-                         names=[f"test_{k:04d}" for k in range(n)], save=save_images, log=log)
+                         names=names, save=save_images, log=log, records=records, keys=keys,
+                         record_extra=[{"invert_loss": list(v)} for v in inv_losses])
     pred = torch.stack([r.view_depth for r in results])
     ev = evaluate_depth(pred, gt_depth)
     mean_gt = SyntheticFaces(mean_depth_items, size=S, seed=data_seed, split="train").mean_depth(mean_depth_items)
