@@ -436,3 +436,16 @@ def test_cli_gan2shape_resume_skips_finished_images(tmp_path, run_cli, ckpt):
     np.testing.assert_array_equal(np.load(out / "sample_001" / "depth.npy"), first)  # rerun: the same result
     index = json.loads((out / "index.json").read_text())
     assert [i["name"] for i in index["images"]] == ["sample_000", "sample_001"]
+
+
+def test_cli_gan2shape_runs_out_of_the_box_with_the_shipped_generator(tmp_path, run_cli):
+    """The README example without --gan: the shipped synface64 generator and the synface preset (64 px),
+    every step count cut to its minimum."""
+    out = tmp_path / "g2s"
+    r = run_cli("gan2shape", "--samples", "1", "--steps-scale", "0.001", "--out", str(out), "--no-progress",
+                "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    info = json.loads((out / "sample_000" / "result.json").read_text())
+    assert info["config"]["preset"] == "synface" and info["config"]["image_size"] == 64
+    assert np.load(out / "sample_000" / "depth.npy").shape == (64, 64)
+    assert (out / "sample_000" / "rotation.gif").is_file()

@@ -284,6 +284,23 @@ def test_shipped_generators_load_by_name(tmp_path, monkeypatch):
         load_checkpoint("mini")
 
 
+def test_the_shipped_generator_loads_and_draws_faces():
+    """synface64 (package data) loads strictly, is small, and draws finite, varied images; D judges them."""
+    from voxrender.models.stylegan2 import pretrained_info, pretrained_names, pretrained_path
+
+    assert "synface64" in pretrained_names()
+    assert pretrained_path("synface64").stat().st_size < 5e6  # "a small config, at most a few MB"
+    info = pretrained_info("synface64")
+    assert info["command"].startswith("voxrender train stylegan2") and info["steps"] > 0
+    G, D = load_checkpoint("synface64")
+    assert (G.size, G.style_dim) == (64, 256) and G.latent_avg is not None
+    with torch.no_grad():
+        img = G(torch.randn(8, G.style_dim, generator=torch.Generator().manual_seed(0)), randomize_noise=False)
+        assert img.shape == (8, 3, 64, 64) and torch.isfinite(img).all()
+        assert float(img.std(0).mean()) > 0.02  # not one image for every z
+        assert torch.isfinite(D(img)).all()
+
+
 def test_strict_load_names_missing_and_unexpected_keys():
     G, D = tiny()
     sd = dict(G.state_dict())

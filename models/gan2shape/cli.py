@@ -155,11 +155,12 @@ def cmd_eval_gan2shape(args) -> int:
 
 
 def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str) -> None:
-    p.add_argument("--gan", required=True, metavar="CKPT",
+    p.add_argument("--gan", default="synface64", metavar="CKPT",
                    help="StyleGAN2 checkpoint in the format of rosinality/stylegan2-pytorch (keys g_ema and d; "
                         "e.g. the public CelebA / cat / car / church ones, or OUT/stylegan2.pt of `voxrender train "
-                        "stylegan2`), or the name of one shipped with voxrender (none yet); the discriminator is "
-                        "required (feature losses)")
+                        "stylegan2`), or the name of one shipped with voxrender; the discriminator is required "
+                        "(feature losses) (default: synface64, the shipped small 64 px generator of the built-in "
+                        "synthetic faces, CPU-trained: a stand-in, see docs/gan2shape.md)")
     p.add_argument("--out", default=default_out, metavar="DIR", help=f"output folder (default {default_out})")
     p.add_argument("--preset", default=default_preset, choices=PRESET_NAMES,
                    help="published settings per dataset: synface (64 px, 1 stage 500/500/200), celeba and cat "
