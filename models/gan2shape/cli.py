@@ -62,7 +62,7 @@ def cmd_gan2shape(args) -> int:
 
     from .invert import invert, resize
     from .pipeline import generate, load_own_image, run_images, run_key, sample_latents
-    from .records import ImageRecords, digest
+    from .records import ImageRecords, RecordMismatch, digest
 
     cmd = "gan2shape"
     if args.samples is not None and args.samples < 1:
@@ -72,6 +72,14 @@ def cmd_gan2shape(args) -> int:
     log = print
     torch.manual_seed(args.seed)
     records = ImageRecords(out, run_key(G, D, config, perceptual, stats), args.resume)
+
+    def finished(name, key):  # (result, extra) of an image an earlier run finished, or None
+        try:
+            return records.load(name, key)
+        except RecordMismatch as e:
+            raise _fail(cmd, str(e)) from None
+
+    done = []
     if args.image:
         imgs, ws, gan_ims, names, extra, keys = [], [], [], [], [], []
         for k, path in enumerate(args.image):
@@ -81,12 +89,10 @@ def cmd_gan2shape(args) -> int:
                 raise _fail(cmd, str(e)) from None
             name = f"{k:03d}_{Path(path).stem}"
             key = {"seed": args.seed + k, "image": digest(img), "invert": [args.invert_steps, args.invert_lr]}
-            try:
-                done = records.load(name, key)
-            except ValueError as e:
-                raise _fail(cmd, str(e)) from None
-            if done is not None:  # finished in an earlier run: its latent is in the record
-                res, info = done
+            rec = finished(name, key)
+            done.append(None if rec is None else rec[0])
+            if rec is not None:  # its latent is in the record
+                res, info = rec
                 w, gan_im = res.w.to(device), res.gan_image.to(device)
             else:
                 inv = invert(G, img.to(device), args.invert_steps, D=D, lr=args.invert_lr,
@@ -113,18 +119,13 @@ def cmd_gan2shape(args) -> int:
         extra = [{"source": "GAN sample", "seed": args.seed, "index": k, "truncation": args.truncation}
                  for k in range(n)]
         keys = [{"seed": args.seed + k, "sample": [args.seed, k, args.truncation]} for k in range(n)]
+        done = [None if rec is None else rec[0] for rec in map(finished, names, keys)]
     log(f"GAN2Shape preset {config.preset}: {len(images)} image(s) at {config.image_size} px, "
         f"{config.num_stages} stage(s), steps {config.steps_first}"
         + (f" then {config.steps_later}" if config.num_stages > 1 else "") + f", device {device}")
-    try:
-        results = run_images(G, D, config, images, latents, out, names=names, gan_images=gan_images,
-                             device=device, perceptual=perceptual, stats=stats, seed=args.seed,
-                             progress=not args.no_progress, extra=extra, log=log, records=records, keys=keys,
-                             record_extra=extra)
-    except ValueError as e:
-        if "--resume" not in str(e):
-            raise
-        raise _fail(cmd, str(e)) from None
+    results = run_images(G, D, config, images, latents, out, names=names, gan_images=gan_images, device=device,
+                         perceptual=perceptual, stats=stats, seed=args.seed, progress=not args.no_progress,
+                         extra=extra, log=log, records=records, keys=keys, record_extra=extra, done=done)
     index = [{"name": nm, "seconds": r.times["steps"]["total"], "folder": str(out / nm)}
              for nm, r in zip(names, results)]
     (out / "index.json").write_text(json.dumps({"preset": config.preset, "images": index}, indent=1))
@@ -134,6 +135,7 @@ def cmd_gan2shape(args) -> int:
 
 def cmd_eval_gan2shape(args) -> int:
     from .pipeline import evaluate_synthetic
+    from .records import RecordMismatch
 
     cmd = "eval-gan2shape"
     if args.n < 1:
@@ -146,9 +148,7 @@ def cmd_eval_gan2shape(args) -> int:
                            seed=args.seed, invert_steps=args.invert_steps, invert_lr=args.invert_lr,
                            data_seed=args.data_seed, mean_depth_items=args.mean_depth_n,
                            save_images=args.save_images, progress=not args.no_progress, resume=args.resume)
-    except ValueError as e:
-        if "--resume" not in str(e):
-            raise
+    except RecordMismatch as e:
         raise _fail(cmd, str(e)) from None
     print(f"wrote {Path(args.out) / 'metrics.json'}, depth_pred.npy, depth_gt.npy, mask_gt.npy")
     return 0

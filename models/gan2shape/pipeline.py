@@ -63,9 +63,7 @@ def load_gan(path, device="cpu"):
     from voxrender.models.stylegan2 import load_checkpoint, pretrained_names
     from voxrender.models.stylegan2.pretrained import resolve
 
-    p = Path(path).expanduser()
-    if not p.exists():  # the name of a shipped generator ("synface64")
-        p = Path(resolve(str(path)))
+    p = Path(resolve(Path(path).expanduser()))  # a shipped generator's name ("synface64") is its file
     if not p.is_file():
         raise FileNotFoundError(f"--gan: no StyleGAN2 checkpoint at {p} (a .pt file in the format of "
                                 f"rosinality/stylegan2-pytorch, or one written by `voxrender train stylegan2`, or "
@@ -259,25 +257,24 @@ def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: tor
                names: list | None = None, gan_images: torch.Tensor | None = None, device=None,
                perceptual=None, stats: ViewLightStats | None = None, seed: int = 0, progress: bool = True,
                extra: list | None = None, save: bool = True, log=print, records: ImageRecords | None = None,
-               keys: list | None = None, record_extra: list | None = None) -> list:
+               keys: list | None = None, record_extra: list | None = None, done: list | None = None) -> list:
     """Runs GAN2Shape on each image (n, 3, H, W) in [0, 1] with its latent (n, style_dim); writes the outputs
     of image k to ``out/names[k]`` (default ``image_000`` ...) when ``save``. The seed of image k is
     ``seed + k``. Returns the :class:`GAN2ShapeResult` list.
 
-    ``records``: after each image its result goes into ``records`` (with ``record_extra[k]``); an image whose
-    record matches (``keys[k]``, default: its seed, image and latent) is taken from it instead of being run
-    again (``--resume``)."""
+    ``records``: after each image its result goes into ``records`` under ``keys[k]`` (with
+    ``record_extra[k]``). ``done[k]``: a result found there by the caller (``--resume``; the caller loads
+    the records because it skips the image's inversion too): taken as it is instead of running the image."""
+    if records is not None and keys is None:
+        raise ValueError("run_images: records need the images' keys")
     model = GAN2Shape(G, D, config, device=device, perceptual=perceptual, stats=stats, progress=progress)
     names = names or [f"image_{k:03d}" for k in range(len(images))]
     results = []
     for k in range(len(images)):
-        key = keys[k] if keys is not None else {"seed": seed + k, "image": digest(images[k]),
-                                                "latent": digest(latents[k])}
-        done = records.load(names[k], key) if records is not None else None
-        if done is not None:
-            res = done[0]
-            log(f"{names[k]}: taken from {records.path(names[k])} ({res.times['steps']['total']:.1f} s in an "
-                f"earlier run)")
+        if done is not None and done[k] is not None:
+            res = done[k]
+            log(f"{names[k]}: taken from its record in {records.folder} ({res.times['steps']['total']:.1f} s in "
+                f"an earlier run)")
             results.append(res)
             continue
         model.desc = f"[{k + 1}/{len(images)}] "
@@ -287,7 +284,7 @@ def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: tor
             path = save_result(res, Path(out) / names[k], config, None if extra is None else extra[k])
             log(f"{names[k]}: {res.times['steps']['total']:.1f} s ({_describe_times(res.times)}) -> {path.parent}")
         if records is not None:
-            records.save(names[k], key, res, None if record_extra is None else record_extra[k])
+            records.save(names[k], keys[k], res, None if record_extra is None else record_extra[k])
         results.append(res)
     return results
 
@@ -326,14 +323,14 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     names = [f"test_{k:04d}" for k in range(n)]
     keys = [{"seed": seed + k, "image": digest(images[k]), "invert": [invert_steps, invert_lr]} for k in range(n)]
     t = time.perf_counter()
-    ws, gan_ims, inv_losses = [], [], []
+    ws, gan_ims, inv_losses, done = [], [], [], []
     for k in range(n):
-        done = records.load(names[k], keys[k])
-        if done is not None:  # its inversion is in the record too
-            res, rec = done
-            ws.append(res.w.to(dev))
-            gan_ims.append(res.gan_image.to(dev))
-            inv_losses.append(tuple(rec["invert_loss"]))
+        rec = records.load(names[k], keys[k])
+        done.append(None if rec is None else rec[0])
+        if rec is not None:  # its inversion is in the record too
+            ws.append(rec[0].w.to(dev))
+            gan_ims.append(rec[0].gan_image.to(dev))
+            inv_losses.append(tuple(rec[1]["invert_loss"]))
             continue
         inv = invert(G, images[k].to(dev), invert_steps, D=D, lr=invert_lr, progress=progress,
                      desc=f"[{k + 1}/{n}] invert")
@@ -344,7 +341,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     results = run_images(G, D, config, images, torch.stack(ws), out / "images", gan_images=torch.stack(gan_ims),
                          device=device, perceptual=perceptual, stats=stats, seed=seed, progress=progress,
                          names=names, save=save_images, log=log, records=records, keys=keys,
-                         record_extra=[{"invert_loss": list(v)} for v in inv_losses])
+                         record_extra=[{"invert_loss": list(v)} for v in inv_losses], done=done)
     pred = torch.stack([r.view_depth for r in results])
     ev = evaluate_depth(pred, gt_depth)
     mean_gt = SyntheticFaces(mean_depth_items, size=S, seed=data_seed, split="train").mean_depth(mean_depth_items)

@@ -22,6 +22,10 @@ from .model import GAN2ShapeResult
 FORMAT = "voxrender-gan2shape-image-1"
 
 
+class RecordMismatch(ValueError):
+    """``--resume`` found a record made with other settings (the message names what differs)."""
+
+
 def digest(*items) -> str:
     """A short SHA-256 of tensors (their bytes, shape and dtype), modules (their state dicts) and strings."""
     h = hashlib.sha256()
@@ -73,10 +77,10 @@ class ImageRecords:
         rec = torch.load(path, map_location="cpu", weights_only=False)
         want = self._key(key)
         if not isinstance(rec, dict) or rec.get("format") != FORMAT:
-            raise ValueError(f"--resume: {path} is not a GAN2Shape image record")
+            raise RecordMismatch(f"--resume: {path} is not a GAN2Shape image record")
         if rec["key"] != want:
             diff = sorted(k for k in set(want) | set(rec["key"]) if want.get(k) != rec["key"].get(k))
-            raise ValueError(f"--resume: {path} was made with other settings ({', '.join(diff)} differ); resume "
+            raise RecordMismatch(f"--resume: {path} was made with other settings ({', '.join(diff)} differ); resume "
                              f"with the same options and GAN, or write to another --out")
         return GAN2ShapeResult(**rec["result"]), rec.get("extra", {})
 
