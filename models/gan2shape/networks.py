@@ -44,6 +44,16 @@ def default_nf(size: int) -> int:
     return max(4096 // int(size), 16)
 
 
+def _output_activation(name: str | None) -> list:
+    """The last layer of an Unsup3d network: [Tanh] for "tanh", nothing for None (parameter-free, so the
+    state-dict keys are the same either way)."""
+    if name == "tanh":
+        return [nn.Tanh()]
+    if name is not None:
+        raise ValueError(f"activation: expected 'tanh' or None, got {name!r}")
+    return []
+
+
 def _gn(c: int) -> nn.GroupNorm:
     return nn.GroupNorm(max(1, c // 4), c)  # 4 channels per group, the published ratio
 
@@ -77,11 +87,7 @@ class EDDeconv(nn.Module):
                    nn.Conv2d(ch[0], ch[0], 3, 1, 1, bias=False), _gn(ch[0]), nn.ReLU(inplace=True),
                    nn.Conv2d(ch[0], ch[0], 5, 1, 2, bias=False), _gn(ch[0]), nn.ReLU(inplace=True),
                    nn.Conv2d(ch[0], cout, 5, 1, 2, bias=False)]
-        if activation == "tanh":
-            layers.append(nn.Tanh())
-        elif activation is not None:
-            raise ValueError(f"activation: expected 'tanh' or None, got {activation!r}")
-        self.network = nn.Sequential(*layers)
+        self.network = nn.Sequential(*layers, *_output_activation(activation))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x)
@@ -103,11 +109,7 @@ class Encoder(nn.Module):
             layers += [nn.Conv2d(c, ci, 4, 2, 1, bias=False), nn.ReLU(inplace=True)]
             c = ci
         layers += [nn.Conv2d(c, c, 4, 1, 0, bias=False), nn.ReLU(inplace=True), nn.Conv2d(c, cout, 1, 1, 0, bias=False)]
-        if activation == "tanh":
-            layers.append(nn.Tanh())
-        elif activation is not None:
-            raise ValueError(f"activation: expected 'tanh' or None, got {activation!r}")
-        self.network = nn.Sequential(*layers)
+        self.network = nn.Sequential(*layers, *_output_activation(activation))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x).reshape(x.shape[0], -1)
