@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 import random
@@ -350,7 +351,7 @@ def begin_run(trainer: "Trainer", ck: dict | None, path=None) -> None:
         (trainer.out / "config.json").write_text(json.dumps(trainer.config, indent=2))
 
 
-class ProgressMonitor:
+class ProgressMonitor(abc.ABC):
     """Base of the GANs' ``on_step`` callbacks (rank 0): a tqdm bar with the subclass's :meth:`postfix` and
     images/s (counted from the end of this process's first step), and every ``sample_every`` steps and at the
     last step the subclass's :meth:`sample_image` as OUT/samples/step_XXXXXX.png and OUT/samples.png."""
@@ -366,9 +367,9 @@ class ProgressMonitor:
         """The bar's values (strings) for one step's logs."""
         return {}
 
+    @abc.abstractmethod
     def sample_image(self, trainer):
         """A (3, H, W) picture in [0, 1] of the current model (fixed latents across the run)."""
-        raise NotImplementedError
 
     def __call__(self, trainer, logs: dict) -> None:
         if trainer.rank != 0:
