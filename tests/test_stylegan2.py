@@ -5,6 +5,7 @@ With VOXRENDER_SG2_PORT=/path/to/stylegan2-pytorch (a clone of rosinality/styleg
 are also compared with the port's own model.py (its CUDA ops replaced by their CPU fallbacks)."""
 
 import importlib
+import json
 import math
 import os
 import sys
@@ -462,14 +463,37 @@ def test_synthetic_faces_source(monkeypatch):
     assert 0 <= float(b["image"].min()) and float(b["image"].max()) <= 1
 
 
+def test_image_cache_holds_the_dataset_images_to_1_255():
+    pytest.importorskip("voxrender.data.faces")
+    from voxrender.training import fetch_batch
+
+    data = {"name": "synthetic-faces", "length": 5, "seed": 0}
+    direct = sg2_train.make_dataset({**data, "cache": "off"}, 32)
+    cached = sg2_train.make_dataset({**data, "cache": "on"}, 32, progress=False)
+    assert isinstance(cached, sg2_train.CachedImages) and not isinstance(direct, sg2_train.CachedImages)
+    assert cached.images.dtype == torch.uint8 and len(cached) == 5
+    a, b = fetch_batch(direct, [4, 0, 2])["image"], cached.get_batch([4, 0, 2])["image"]
+    assert b.dtype == torch.float32 and a.shape == b.shape == (3, 3, 32, 32)
+    assert float((a - b).abs().max()) <= 0.5 / 255 + 1e-6  # uint8 rounding, nothing else
+    assert torch.equal(cached[2]["image"], b[2])
+    small = sg2_train.CachedImages(direct, chunk=2, progress=False)  # chunking does not change anything
+    assert torch.equal(small.images, cached.images)
+    # auto: in memory up to 2 GiB; None (runs made before the option): off, so they resume exactly
+    assert sg2_train.use_cache("auto", 10000, 64) and not sg2_train.use_cache("auto", 200000, 256)
+    assert not sg2_train.use_cache(None, 5, 32) and not sg2_train.use_cache("off", 5, 32)
+    with pytest.raises(ValueError, match="--image-cache"):
+        sg2_train.use_cache("yes", 5, 32)
+
+
 def test_cli_train_resume_and_load(tmp_path, run_cli):
     data = _write_pngs(tmp_path / "imgs")
     out = tmp_path / "run"
     args = ["train", "stylegan2", "--data", f"folder:{data}", "--size", "32", "--channels-max", "8",
             "--style-dim", "32", "--n-mlp", "2", "--batch-size", "4", "--ckpt-every", "2", "--sample-every", "2",
-            "--out", str(out), "--no-progress", "--device", "cpu", "--seed", "1"]
+            "--out", str(out), "--no-progress", "--device", "cpu", "--seed", "1", "--image-cache", "on"]
     r = run_cli(*args, "--steps", "2")
     assert r.returncode == 0, r.stderr
+    assert json.loads((out / "config.json").read_text())["data"]["cache"] == "on"
     assert "stylegan2.pt" in r.stdout
     for name in ("last.ckpt", "stylegan2.pt", "samples.png", "config.json", "samples/step_000002.png"):
         assert (out / name).is_file(), name
@@ -492,7 +516,7 @@ def test_cli_train_resume_and_load(tmp_path, run_cli):
 def test_cli_help_lists_stylegan2_options(run_cli):
     r = run_cli("train", "--help")
     assert r.returncode == 0
-    for opt in ("stylegan2", "--size", "--channel-multiplier", "--channels-max", "--r1", "--path-reg", "--ema-kimg",
+    for opt in ("stylegan2", "--image-cache", "--max-minutes", "--size", "--channel-multiplier", "--channels-max", "--r1", "--path-reg", "--ema-kimg",
                 "--ema-beta", "--sample-every", "--amp"):
         assert opt in r.stdout, opt
 

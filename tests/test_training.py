@@ -76,6 +76,25 @@ def test_resume_after_ctrl_c_is_bit_for_bit(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_time_limit_stops_with_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):
+    full, _ = train_run(copy.deepcopy(TINY), tmp_path / "a", steps=5, ckpt_every=0, progress=False, seed=5)
+    # A clock that advances 10 s per reading: the 30 s budget is spent during the third step.
+    import voxrender.training as training
+
+    clock = iter(range(0, 10 ** 6, 10))
+    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(clock)))
+    part, status = train_run(copy.deepcopy(TINY), tmp_path / "b", steps=5, ckpt_every=0, progress=False, seed=5,
+                             max_seconds=30)
+    monkeypatch.undo()
+    assert status == "time_limit" and 1 <= part.step < 5
+    assert load_checkpoint(tmp_path / "b" / "last.ckpt")["step"] == part.step
+    rest, status = train_run(None, tmp_path / "b", steps=5, resume=True, progress=False)
+    assert status == "done" and rest.step == 5
+    assert losses(part) + losses(rest) == losses(full)
+    with pytest.raises(ValueError, match="max_seconds"):
+        Trainer(None, [0] * 8, tmp_path, steps=1, batch_size=8, max_seconds=0)
+
+
 def test_periodic_checkpoints_and_rng_state(tmp_path):
     seen = []
 
@@ -129,7 +148,8 @@ def _has_skimage():
 
 def test_cli_help_explains_every_option(run_cli):
     for cmd, opts in [("train", ["--data", "--out", "--steps", "--epochs", "--batch-size", "--lr", "--seed",
-                                 "--resume", "--device", "--backend", "--ckpt-every", "--pose", "--rgb", "--grid"]),
+                                 "--resume", "--device", "--backend", "--ckpt-every", "--max-minutes", "--pose", "--rgb",
+                                 "--grid"]),
                       ("eval", ["--out", "--n", "--device", "--backend"]),
                       ("demo", ["--out", "--steps", "--device", "--seed"])]:
         r = run_cli(cmd, "--help")
@@ -151,6 +171,12 @@ def test_cli_train_resume_eval(tmp_path, run_cli):
     r = run_cli("train", "vae", "--steps", "3", "--resume", *common)
     assert r.returncode == 0, r.stderr
     assert "resumed from" in r.stderr and "finished at step 3/3" in r.stdout
+    r = run_cli("train", "vae", "--steps", "10", "--resume", "--max-minutes", "1e-9", *common)
+    assert r.returncode == 0, r.stderr  # a spent budget is a planned stop, with a checkpoint
+    assert "stopped at the --max-minutes limit at step 4/10" in r.stdout and "--resume" in r.stdout
+    assert load_checkpoint(f"{run}/last.ckpt")["step"] == 4
+    r = run_cli("train", "vae", "--steps", "10", "--resume", "--max-minutes", "0", *common)
+    assert r.returncode != 0 and "--max-minutes" in r.stderr
     ev = tmp_path / "eval"
     r = run_cli("eval", f"{run}/last.ckpt", "--out", str(ev), "--n", "6", "--threads", "1")
     assert r.returncode == 0, r.stderr

@@ -71,10 +71,11 @@ def parse_data(specs: list[str] | None, weights: list[float] | None = None) -> d
 
 
 def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, ckpt_every: int = 500,
-              progress: bool = True, on_step=None, seed: int = 0, desc: str = "train vae", tensorboard=None):
+              progress: bool = True, on_step=None, seed: int = 0, desc: str = "train vae", tensorboard=None,
+              max_seconds: float | None = None):
     """Builds (or resumes) a VAE or GAN run (``config["model"]``) from ``config`` and trains it up to
-    ``steps``. Returns the Trainer and the fit status ("done" / "interrupted"); a NaN/inf loss raises
-    NonFiniteLoss after writing the last good state."""
+    ``steps`` (or for ``max_seconds``). Returns the Trainer and the fit status ("done" / "interrupted" /
+    "time_limit"); a NaN/inf loss raises NonFiniteLoss after writing the last good state."""
     import torch
 
     from voxrender.training import Trainer, begin_run, open_run
@@ -90,7 +91,7 @@ def train_run(config: dict, out, steps: int, device: str = "cpu", resume=None, c
     ds = make_dataset(config["data"], config[model])
     trainer = Trainer(task, ds, out, steps=steps, batch_size=config["batch_size"], seed=seed,
                       ckpt_every=ckpt_every, config=config, device=device, progress=progress, on_step=on_step,
-                      desc=desc, tensorboard=tensorboard)
+                      desc=desc, tensorboard=tensorboard, max_seconds=max_seconds)
     begin_run(trainer, ck, path)
     torch.set_grad_enabled(True)
     status = trainer.fit()
@@ -179,7 +180,8 @@ def cmd_train(args) -> int:
     try:
         trainer, status = train_run(config, out, steps, device=device, resume=args.resume,
                                     ckpt_every=args.ckpt_every, seed=args.seed, on_step=monitor,
-                                    progress=not args.no_progress and monitor is None, tensorboard=args.tensorboard)
+                                    progress=not args.no_progress and monitor is None, tensorboard=args.tensorboard,
+                                    max_seconds=max_seconds(args))
     except NonFiniteLoss as e:
         print(f"voxrender train: {e}", file=sys.stderr)
         return 3
@@ -189,11 +191,25 @@ def cmd_train(args) -> int:
         if monitor is not None:
             monitor.close()
     if trainer.rank == 0:
-        logs = ", ".join(f"{k} {v:.4g}" for k, v in trainer.last_logs.items())
-        word = "stopped (Ctrl-C)" if status == "interrupted" else "finished"
-        print(f"{word} at step {trainer.step}/{trainer.steps}: {logs}\ncheckpoint: {trainer.ckpt_path}"
-              + ("  (continue with --resume)" if status == "interrupted" else ""))
+        print(end_message(trainer, status))
     return 130 if status == "interrupted" else 0
+
+
+def max_seconds(args) -> float | None:
+    """``--max-minutes`` in seconds (None: no limit); a clear error for a non-positive value."""
+    if args.max_minutes is None:
+        return None
+    if not args.max_minutes > 0:
+        raise _fail(f"--max-minutes: expected a positive number of minutes, got {args.max_minutes}")
+    return 60.0 * args.max_minutes
+
+
+def end_message(trainer, status: str, files: str = "") -> str:
+    """What ``train`` prints at the end: how it stopped, the last losses and the files."""
+    logs = ", ".join(f"{k} {v:.4g}" for k, v in trainer.last_logs.items())
+    word = {"interrupted": "stopped (Ctrl-C)", "time_limit": "stopped at the --max-minutes limit"}.get(status, "finished")
+    return (f"{word} at step {trainer.step}/{trainer.steps}: {logs}\ncheckpoint: {trainer.ckpt_path}{files}"
+            + ("  (continue with --resume)" if status in ("interrupted", "time_limit") else ""))
 
 
 def cmd_eval(args) -> int:
@@ -427,6 +443,9 @@ def add_model_commands(sub) -> None:
                     help="continue from OUT/last.ckpt (or CKPT) up to --steps/--epochs; the model settings "
                          "come from the checkpoint")
     tr.add_argument("--ckpt-every", type=int, default=500, help="checkpoint period in steps (0: only at the end)")
+    tr.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                    help="stop after M minutes of training (a batch-job slot, a lease on a shared GPU): the step "
+                         "in progress finishes and a checkpoint is written; --resume continues it exactly")
     tr.add_argument("--grid", type=int, default=None,
                     help="voxel grid size G of the G^3 decoder / generator output (vae: 28 (default), 32, 64; "
                          "gan: 32 (default) or 64)")
@@ -465,9 +484,14 @@ def add_model_commands(sub) -> None:
         "stylegan2 options", "StyleGAN2 as in rosinality's stylegan2-pytorch train.py (non-saturating logistic loss, "
         "lazy R1, optional path-length regularisation, style mixing, EMA generator, Adam betas (0, 0.99) with the "
         "lazy-regularisation corrections; --lr default 0.002). Also uses --data, --steps/--epochs, --batch-size, "
-        "--seed, --resume, --out, --ckpt-every, --sample-every, --dataset-size, --device, --threads. OUT/stylegan2.pt "
+        "--seed, --resume, --out, --ckpt-every, --max-minutes, --sample-every, --dataset-size, --device, --threads. OUT/stylegan2.pt "
         "(keys g_ema, d, g, latent_avg) is written with every checkpoint; load it with "
         "voxrender.models.stylegan2.load_checkpoint")
+    sg.add_argument("--image-cache", default="auto", choices=["auto", "on", "off"],
+                    help="stylegan2: render / decode every training image once and keep them in memory as uint8 "
+                         "(on), stream them (off), or keep them when they take at most 2 GiB (auto; the 10000 "
+                         "synthetic faces take 123 MB at 64 px). A GPU run needs it: the synthetic faces render at "
+                         "about 240 images/s per CPU core")
     sg.add_argument("--size", type=int, default=64, help="stylegan2: image size, a power of two from 8 to 1024")
     sg.add_argument("--channel-multiplier", type=int, default=2,
                     help="stylegan2: the port's channel multiplier (2 = config-f; 1 = half the channels from 64 px up)")

@@ -137,16 +137,22 @@ def noise_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
     return (x ^ (x >> 31)) & ((1 << 63) - 1)
 
 
-def any_rank(flag: bool, device="cpu") -> bool:
-    """True when ``flag`` is true on any process (one tiny all-reduce; the flag itself with one process).
-    Decisions that end the loop (a NaN/inf loss, Ctrl-C) must be the same on every rank, or the ranks that
-    go on wait forever in their next collective."""
+def any_rank_flags(flags, device="cpu") -> list[bool]:
+    """For each of ``flags``: true when it is true on any process (one tiny all-reduce for all of them; the
+    flags themselves with one process). Decisions that end the loop (a NaN/inf loss, Ctrl-C, a spent time
+    budget) must be the same on every rank, or the ranks that go on wait forever in their next collective."""
+    flags = [bool(f) for f in flags]
     _, world = dist_info()
     if world == 1:
-        return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return flags
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
+
+
+def any_rank(flag: bool, device="cpu") -> bool:
+    """:func:`any_rank_flags` of one flag."""
+    return any_rank_flags([flag], device)[0]
 
 
 def gather_objects(obj) -> list:
@@ -436,11 +442,15 @@ class Trainer:
         log_every: how often the bar's loss and images/s (and the TensorBoard scalars) are refreshed.
         tensorboard: a folder for TensorBoard event files (rank 0 writes every log as ``train/<name>``
             and images/s); needs the ``tensorboard`` package (``pip install tensorboard``).
+        max_seconds: a wall-clock budget for this call of :meth:`fit` (a batch-system slot, a lease on a
+            shared GPU): once it is spent, the step in progress finishes, a checkpoint is written and ``fit``
+            returns ``"time_limit"``; ``--resume`` continues from there exactly. None: no limit.
     """
 
     def __init__(self, task: TrainTask, dataset, out, steps: int, batch_size: int, seed: int = 0,
                  ckpt_every: int = 500, config: dict | None = None, device: str = "cpu", progress: bool = True,
-                 on_step=None, log_every: int = 1, desc: str = "train", tensorboard=None):
+                 on_step=None, log_every: int = 1, desc: str = "train", tensorboard=None,
+                 max_seconds: float | None = None):
         self.task, self.dataset, self.out = task, dataset, Path(out)
         self.steps, self.batch_size, self.seed = int(steps), int(batch_size), int(seed)
         self.ckpt_every, self.config, self.device = int(ckpt_every), dict(config or {}), device
@@ -448,6 +458,9 @@ class Trainer:
         self.progress = progress and self.rank == 0
         self.on_step, self.log_every, self.desc = on_step, max(1, int(log_every)), desc
         self.tensorboard = tensorboard
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"max_seconds: expected a positive number of seconds or None, got {max_seconds}")
+        self.max_seconds = max_seconds
         self.stream = BatchStream(len(dataset), batch_size, seed, rank=self.rank, world_size=self.world)
         self.step = 0
         self.history: list[dict] = []  # per-step float logs of this process's run
@@ -547,8 +560,9 @@ class Trainer:
         self._stop_requested = True
 
     def fit(self) -> str:
-        """Trains until ``steps``. Returns ``"done"``, ``"interrupted"`` (checkpoint written) or raises
-        :class:`NonFiniteLoss` after writing the last good state."""
+        """Trains until ``steps``. Returns ``"done"``, ``"interrupted"`` (Ctrl-C; checkpoint written),
+        ``"time_limit"`` (``max_seconds`` spent; checkpoint written) or raises :class:`NonFiniteLoss` after
+        writing the last good state."""
         bar = None
         writer = summary_writer(self.tensorboard) if self.tensorboard and self.rank == 0 else None
         if self.progress:
@@ -592,14 +606,16 @@ class Trainer:
                         for k, v in logs.items():
                             writer.add_scalar(f"train/{k}", v, self.step)
                         writer.add_scalar("train/images_per_s", img_s, self.step)
-                    if self.world > 1:  # a Ctrl-C seen by one rank stops them all after the same step
-                        self._stop_requested = any_rank(self._stop_requested, self.device)
+                    out_of_time = self.max_seconds is not None and time.perf_counter() - t0 >= self.max_seconds
+                    if self.world > 1:  # a Ctrl-C or a spent budget on one rank stops them all after the same step
+                        flags = any_rank_flags([self._stop_requested, out_of_time], self.device)
+                        self._stop_requested, out_of_time = flags
                     if self.ckpt_every and self.step % self.ckpt_every == 0 and self.step < self.steps:
                         self.save()
                     if self.on_step is not None:
                         self.on_step(self, logs)
-                    if self._stop_requested:
-                        status = "interrupted"
+                    if self._stop_requested or out_of_time:
+                        status = "interrupted" if self._stop_requested else "time_limit"
                         break
         except KeyboardInterrupt:
             # A second Ctrl-C (or one outside the main thread) arrived mid-step: the update of this step may
