@@ -56,16 +56,19 @@ def test_batch_stream_position_and_ranks():
         BatchStream(10, 3, world_size=2)
 
 
-def test_resume_after_ctrl_c_is_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_resume_after_ctrl_c_is_bit_for_bit(tmp_path, sig):
     full, _ = train_run(copy.deepcopy(TINY), tmp_path / "a", steps=6, ckpt_every=0, progress=False, seed=5)
+    before = signal.getsignal(signal.SIGTERM)
 
     def interrupt(trainer, logs):
-        if trainer.step == 3:
-            os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: finish the step, checkpoint, stop
+        if trainer.step == 3:  # the first Ctrl-C / SIGTERM (a batch system's notice): finish the step, checkpoint, stop
+            os.kill(os.getpid(), getattr(signal, sig))
 
     part, status = train_run(copy.deepcopy(TINY), tmp_path / "b", steps=6, ckpt_every=0, progress=False, seed=5,
                              on_step=interrupt)
     assert status == "interrupted" and part.step == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
     assert load_checkpoint(tmp_path / "b" / "last.ckpt")["step"] == 3
     rest, status = train_run(None, tmp_path / "b", steps=6, resume=True, progress=False)
     assert status == "done" and rest.step == 6

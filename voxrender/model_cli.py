@@ -207,7 +207,7 @@ def max_seconds(args) -> float | None:
 def end_message(trainer, status: str, files: str = "") -> str:
     """What ``train`` prints at the end: how it stopped, the last losses and the files."""
     logs = ", ".join(f"{k} {v:.4g}" for k, v in trainer.last_logs.items())
-    word = {"interrupted": "stopped (Ctrl-C)", "time_limit": "stopped at the --max-minutes limit"}.get(status, "finished")
+    word = {"interrupted": "stopped (Ctrl-C / SIGTERM)", "time_limit": "stopped at the --max-minutes limit"}.get(status, "finished")
     return (f"{word} at step {trainer.step}/{trainer.steps}: {logs}\ncheckpoint: {trainer.ckpt_path}{files}"
             + ("  (continue with --resume)" if status in ("interrupted", "time_limit") else ""))
 

@@ -3,7 +3,8 @@
 - :class:`BatchStream`: the data position as state (epoch, offset): a per-epoch permutation from
   (seed, epoch), so a resumed run sees exactly the batches it would have seen.
 - :class:`Trainer`: the loop: tqdm progress bar (loss, images/s), checkpoints written atomically (temp
-  file + ``os.replace``) every N steps, at the end, and on Ctrl-C; bit-for-bit resume (model, optimizers,
+  file + ``os.replace``) every N steps, at the end, on Ctrl-C / SIGTERM and when a time budget is spent;
+  bit-for-bit resume (model, optimizers,
   the torch / numpy / python RNG states, data position, step); a NaN/inf loss stops the run with a clear
   message and a checkpoint of the last good state (the state before the failing step's update).
 - :class:`TrainTask`: what a model supplies: ``compute_loss(batch) -> (loss, logs)`` and its optimizers.
@@ -537,30 +538,43 @@ class Trainer:
 
     # -- loop -----------------------------------------------------------------------------------------
     @contextmanager
-    def _sigint(self):
-        """First Ctrl-C: finish the current step, checkpoint, stop. A second one interrupts at once."""
-        if threading_main() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            def handler(signum, frame):
-                if self._stop_requested:
-                    raise KeyboardInterrupt
-                self._stop_requested = True
-                if self.rank == 0:
-                    print("\nCtrl-C: stopping after this step and writing a checkpoint "
-                          "(press again to abort at once)", file=sys.stderr, flush=True)
-
-            old = signal.signal(signal.SIGINT, handler)
-            try:
-                yield
-            finally:
-                signal.signal(signal.SIGINT, old)
-        else:
+    def _signals(self):
+        """First Ctrl-C (SIGINT) or SIGTERM (what batch systems and ``kill`` send before killing): finish the
+        current step, checkpoint, stop. A second Ctrl-C interrupts at once; a second SIGTERM is the default
+        one. A signal the process ignores (SIGINT of a ``nohup ... &`` job) stays ignored."""
+        if not threading_main():
             yield
+            return
+        installed = {}
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            self._stop_requested = True
+            if self.rank == 0:
+                what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+                again = "press again" if signum == signal.SIGINT else "send it again"
+                print(f"\n{what}: stopping after this step and writing a checkpoint ({again} to abort at once)",
+                      file=sys.stderr, flush=True)
+
+        for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+            if signal.getsignal(sig) is default:
+                installed[sig] = signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in installed.items():
+                signal.signal(sig, old)
 
     def request_stop(self) -> None:
         self._stop_requested = True
 
     def fit(self) -> str:
-        """Trains until ``steps``. Returns ``"done"``, ``"interrupted"`` (Ctrl-C; checkpoint written),
+        """Trains until ``steps``. Returns ``"done"``, ``"interrupted"`` (Ctrl-C or SIGTERM; checkpoint written),
         ``"time_limit"`` (``max_seconds`` spent; checkpoint written) or raises :class:`NonFiniteLoss` after
         writing the last good state."""
         bar = None
@@ -574,7 +588,7 @@ class Trainer:
         status = "done"
         t0, n_img = time.perf_counter(), 0
         try:
-            with self._sigint():
+            with self._signals():
                 while self.step < self.steps:
                     self._snapshot = (rng_state(), self.stream.state_dict())
                     buffers = [(b, b.detach().clone()) for b in self.task.buffers()]
