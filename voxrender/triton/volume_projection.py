@@ -278,6 +278,21 @@ def _sample_scatter_channels(fbase, gfbase, g, cmask, x0, y0, z0, fx, fy, fz, D,
 
 
 @triton.jit
+def _zeros9(BLOCK: tl.constexpr, DT: tl.constexpr):
+    """Nine zero accumulators: a row-major 3 x 3 of per-pixel rotation-gradient partials."""
+    z = tl.zeros([BLOCK], DT)
+    return z, z, z, z, z, z, z, z, z
+
+
+@triton.jit
+def _outer_add(g00, g01, g02, g10, g11, g12, g20, g21, g22, p0, p1, p2, gq0, gq1, gq2):
+    """g + p gq^T (row-major 3 x 3): one sample's share of dL/dR, with p the camera-frame point and gq
+    dL/dq of its volume-frame point q = R^T p (volume.h accumulates the same outer product)."""
+    return (g00 + p0 * gq0, g01 + p0 * gq1, g02 + p0 * gq2, g10 + p1 * gq0, g11 + p1 * gq1, g12 + p1 * gq2,
+            g20 + p2 * gq0, g21 + p2 * gq1, g22 + p2 * gq2)
+
+
+@triton.jit
 def _store_rotation_partials(grot, pmask, g00, g01, g02, g10, g11, g12, g20, g21, g22):
     tl.store(grot + 0, tl.sum(tl.where(pmask, g00, 0.0), axis=0))
     tl.store(grot + 1, tl.sum(tl.where(pmask, g01, 0.0), axis=0))
@@ -364,15 +379,7 @@ def _backward_scalar_kernel(go_ptr, out_ptr, aux_ptr, vol_ptr, rot_ptr, prm_ptr,
             gs *= 1.0 - out  # d(1 - e^-x)/dx = e^-x = 1 - I
     gs = tl.where(active, gs, 0.0)
 
-    g00 = tl.zeros([BLOCK], DT)
-    g01 = tl.zeros([BLOCK], DT)
-    g02 = tl.zeros([BLOCK], DT)
-    g10 = tl.zeros([BLOCK], DT)
-    g11 = tl.zeros([BLOCK], DT)
-    g12 = tl.zeros([BLOCK], DT)
-    g20 = tl.zeros([BLOCK], DT)
-    g21 = tl.zeros([BLOCK], DT)
-    g22 = tl.zeros([BLOCK], DT)
+    g00, g01, g02, g10, g11, g12, g20, g21, g22 = _zeros9(BLOCK, DT)
     for k in range(0, n_iter):
         if MODE == 2:
             kf = aux
@@ -387,15 +394,8 @@ def _backward_scalar_kernel(go_ptr, out_ptr, aux_ptr, vol_ptr, rot_ptr, prm_ptr,
             gq0 = gs * (ax * gx)
             gq1 = gs * (ay * gy)
             gq2 = gs * (az * gz)
-            g00 += p0 * gq0
-            g01 += p0 * gq1
-            g02 += p0 * gq2
-            g10 += p1 * gq0
-            g11 += p1 * gq1
-            g12 += p1 * gq2
-            g20 += p2 * gq0
-            g21 += p2 * gq1
-            g22 += p2 * gq2
+            g00, g01, g02, g10, g11, g12, g20, g21, g22 = _outer_add(g00, g01, g02, g10, g11, g12, g20, g21, g22,
+                                                                           p0, p1, p2, gq0, gq1, gq2)
     if ROT_GRAD:
         _store_rotation_partials(grot_ptr + pid.to(tl.int64) * 9, active,
                                  g00, g01, g02, g10, g11, g12, g20, g21, g22)
@@ -478,15 +478,7 @@ def _backward_ea_kernel(go_ptr, aux_ptr, vol_ptr, feat_ptr, rot_ptr, prm_ptr, gv
     active = pmask & (any_c | (ga != 0.0))
     aux = tl.load(aux_ptr + b * npix + pix, mask=active, other=0.0)
 
-    g00 = tl.zeros([BLOCK], DT)
-    g01 = tl.zeros([BLOCK], DT)
-    g02 = tl.zeros([BLOCK], DT)
-    g10 = tl.zeros([BLOCK], DT)
-    g11 = tl.zeros([BLOCK], DT)
-    g12 = tl.zeros([BLOCK], DT)
-    g20 = tl.zeros([BLOCK], DT)
-    g21 = tl.zeros([BLOCK], DT)
-    g22 = tl.zeros([BLOCK], DT)
+    g00, g01, g02, g10, g11, g12, g20, g21, g22 = _zeros9(BLOCK, DT)
     behind = tl.zeros([CC, BLOCK], DT)  # colour rendered from the samples behind k
     alpha_behind = tl.zeros([BLOCK], DT)  # opacity of the samples behind k
     suffix = tl.zeros([BLOCK], DT)  # sum_{j >= k} sigma_j
@@ -518,15 +510,8 @@ def _backward_ea_kernel(go_ptr, aux_ptr, vol_ptr, feat_ptr, rot_ptr, prm_ptr, gv
             gq0 = tl.sum(g_col * (cdx * gx), axis=0) + d_sigma * (sdx * gx)
             gq1 = tl.sum(g_col * (cdy * gy), axis=0) + d_sigma * (sdy * gy)
             gq2 = tl.sum(g_col * (cdz * gz), axis=0) + d_sigma * (sdz * gz)
-            g00 += p0 * gq0
-            g01 += p0 * gq1
-            g02 += p0 * gq2
-            g10 += p1 * gq0
-            g11 += p1 * gq1
-            g12 += p1 * gq2
-            g20 += p2 * gq0
-            g21 += p2 * gq1
-            g22 += p2 * gq2
+            g00, g01, g02, g10, g11, g12, g20, g21, g22 = _outer_add(g00, g01, g02, g10, g11, g12, g20, g21, g22,
+                                                                           p0, p1, p2, gq0, gq1, gq2)
     if ROT_GRAD:
         slot = chunk.to(tl.int64) * tl.num_programs(0) + pid
         _store_rotation_partials(grot_ptr + slot * 9, active, g00, g01, g02, g10, g11, g12, g20, g21, g22)
