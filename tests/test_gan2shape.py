@@ -265,6 +265,32 @@ def test_run_result(gan, face):
     assert res.times["steps"]["total"] > 0
 
 
+def test_oracle_replaces_the_projected_samples(gan, face):
+    """The diagnostic oracle: step 2 trains no encoder and the projected samples are the oracle's images of the
+    pseudo samples' views and lights; step 3 fits them."""
+    m = tiny_model(gan, face)
+    seen = []
+
+    def oracle(views, lights):
+        seen.append((views.clone(), lights.clone()))
+        return torch.full((views.shape[0], 3, 32, 32), 0.25), torch.ones(views.shape[0], 32, 32)
+
+    m.oracle = oracle
+    enc = {k: v.clone() for k, v in m.nets["offset"].state_dict().items()}
+    with frozen(*gan):
+        assert m.step2(5) == [] and m.losses["step2"] == []
+        assert all(torch.equal(v, m.nets["offset"].state_dict()[k]) for k, v in enc.items())
+        assert len(seen) == m.cfg.collect_iters and seen[0][0].shape == (m.cfg.batch_size, 6)
+        assert torch.equal(m.proj, torch.full_like(m.proj, 0.25)) and bool((m.proj_mask == 1).all())
+        assert m.pseudo_keep[1].shape[0] == min(8, m.cfg.batch_size)
+        m.step3(2)
+    # the views are those the pseudo samples would have had (same sampler, same generator state)
+    m2 = tiny_model(gan, face)
+    m2._prepare_canonical()
+    v2, l2 = m2._random_views_lights(m.cfg.batch_size)
+    assert torch.equal(v2, seen[0][0]) and torch.equal(l2, seen[0][1])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # inversion
 
@@ -348,7 +374,15 @@ def test_cli_eval_gan2shape_tiny(tmp_path, run_cli, ckpt):
     assert set(m["baselines"]) == {"flat", "mean_depth", "ellipsoid"}
     assert m["n"] == 2 and len(m["per_image"]) == 2
     assert m["gan2shape"]["count"] >= 1 and m["gan2shape"]["mad_deg_mean"] > 0
-    assert "SIDE (x10^-2)" in r.stdout
+    assert "SIDE (x10^-2)" in r.stdout and m["oracle_samples"] is False
+    # the oracle diagnostic: labelled as such, and its records are not those of a GAN2Shape run
+    r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--n", "2", "--preset", "tiny", "--out", str(out),
+                "--invert-steps", "2", "--mean-depth-n", "8", "--no-progress", "--oracle-samples", "--resume")
+    assert r.returncode != 0 and "oracle_samples" in r.stderr
+    r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--n", "2", "--preset", "tiny", "--out", str(tmp_path / "or"),
+                "--invert-steps", "2", "--mean-depth-n", "8", "--no-progress", "--oracle-samples")
+    assert r.returncode == 0, r.stderr
+    assert "oracle" in r.stdout and json.loads((tmp_path / "or" / "metrics.json").read_text())["oracle_samples"]
 
 
 def test_cli_errors(tmp_path, run_cli, ckpt):

@@ -147,7 +147,8 @@ def cmd_eval_gan2shape(args) -> int:
         evaluate_synthetic(G, D, config, args.n, args.out, device=device, perceptual=perceptual, stats=stats,
                            seed=args.seed, invert_steps=args.invert_steps, invert_lr=args.invert_lr,
                            data_seed=args.data_seed, mean_depth_items=args.mean_depth_n,
-                           save_images=args.save_images, progress=not args.no_progress, resume=args.resume)
+                           save_images=args.save_images, progress=not args.no_progress, resume=args.resume,
+                           oracle_samples=args.oracle_samples)
     except RecordMismatch as e:
         raise _fail(cmd, str(e)) from None
     print(f"wrote {Path(args.out) / 'metrics.json'}, depth_pred.npy, depth_gt.npy, mask_gt.npy")
@@ -237,6 +238,11 @@ def add_gan2shape_commands(sub) -> None:
                    help="training faces averaged for the mean-depth baseline (default 256)")
     e.add_argument("--save-images", action="store_true",
                    help="also write every image's GAN2Shape outputs under OUT/images/")
+    e.add_argument("--oracle-samples", action="store_true",
+                   help="DIAGNOSTIC, not GAN2Shape: replace the projected samples G(w + dw) by exact renderings of "
+                        "each face's ground truth in the pseudo samples' random views and lights (what a perfect "
+                        "GAN would give; no encoder training). Measures the renderer, networks, losses and schedule "
+                        "without the GAN: an upper bound for a better generator")
     e.set_defaults(fn=cmd_eval_gan2shape)
 
 

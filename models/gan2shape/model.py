@@ -506,6 +506,7 @@ class GAN2Shape:
         self.timer = Timer(self.device)
         self.S = int(self.cfg.image_size)
         self.desc = ""
+        self.oracle = None  # see run()
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _bar(self, n: int, desc: str):
@@ -666,6 +667,12 @@ class GAN2Shape:
         """``n`` pseudo samples (n, 3, S, S) in [0, 1] and their masks (n, 1, S, S): the canonical depth and
         albedo re-rendered with random views (the statistics' Gaussian, yaw x view_scale) and random lights
         (GAN2Shape's ``rand_light``: direction uniform, ambient + alpha r, diffuse + r with r uniform)."""
+        views, lights = self._random_views_lights(n)
+        return self._render_pseudo(views, lights)
+
+    @torch.no_grad()
+    def _random_views_lights(self, n: int) -> tuple[Tensor, Tensor]:
+        """The random views (n, 6) and lights (n, 4) of ``n`` pseudo samples (see :meth:`sample_pseudo`)."""
         c, dev = self.cfg, self.device
         views = self._view_raw_to_view(self.stats.sample_views(n, self.gen, c.view_scale).to(dev))
         x0, x1, y0, y1, r0, r1, alpha = c.rand_light
@@ -673,6 +680,12 @@ class GAN2Shape:
         lx, ly, r = x0 + (x1 - x0) * u[:, 0], y0 + (y1 - y0) * u[:, 1], r0 + (r1 - r0) * u[:, 2]
         lt = self.canon["light"]
         lights = torch.stack([lt[0, 0] + alpha * r, lt[0, 1] + r, lx, ly], 1)
+        return views, lights
+
+    @torch.no_grad()
+    def _render_pseudo(self, views: Tensor, lights: Tensor) -> tuple[Tensor, Tensor]:
+        """The current canonical depth and albedo rendered in ``views`` under ``lights``, and their masks."""
+        n = views.shape[0]
         with self.timer("renderer_forward"):
             rec = reconstruct(self.canon["depth"], self.canon["albedo"], views, lights, clamp=True)
         mask = rec.mask[:, None]
@@ -725,9 +738,13 @@ class GAN2Shape:
             torch.autograd.backward([latent, reg], [g_lat, torch.ones_like(reg)])
 
     def step2(self, steps: int, key: str = "step2") -> list:
-        """Step 2: trains E on pseudo samples, then collects ``collect_iters`` batches of projected samples."""
+        """Step 2: trains E on pseudo samples, then collects ``collect_iters`` batches of projected samples.
+        With an ``oracle`` (:meth:`run`) E is not trained and the projected samples are the oracle's images
+        in the pseudo samples' random views and lights."""
         c = self.cfg
         self._prepare_canonical()
+        if self.oracle is not None:
+            return self._collect_oracle(key)
         opt = self._adam("offset")
         hist = []
         for _ in self._bar(steps, f"{key} (offset encoder)"):
@@ -751,6 +768,24 @@ class GAN2Shape:
         self.pseudo_keep = keep
         self._proj_idx = 0
         return hist
+
+    @torch.no_grad()
+    def _collect_oracle(self, key: str) -> list:
+        """Step 2 of the oracle diagnostic: ``collect_iters`` batches of ``oracle(views, lights)``."""
+        c = self.cfg
+        projs, masks, keep = [], [], None
+        for _ in self._bar(c.collect_iters, f"{key} collect (oracle)"):
+            views, lights = self._random_views_lights(c.batch_size)
+            proj, mask = self.oracle(views, lights)
+            projs.append(proj.to(self.device))
+            masks.append(mask.to(self.device).reshape(proj.shape[0], 1, self.S, self.S))
+            if keep is None:
+                keep = (self._render_pseudo(views[:8], lights[:8])[0].cpu(), proj[:8].cpu())
+        self.losses[key] = []
+        self.proj, self.proj_mask = torch.cat(projs), torch.cat(masks)
+        self.pseudo_keep = keep
+        self._proj_idx = 0
+        return []
 
     # -- step 3 -------------------------------------------------------------------------------------------
     def _proj_batch(self) -> tuple[Tensor, Tensor]:
@@ -819,9 +854,15 @@ class GAN2Shape:
             times={}, nets=self.nets)
 
     def run(self, image: Tensor, w: Tensor, gan_image: Tensor | None = None, mask: Tensor | None = None,
-            seed: int = 0) -> GAN2ShapeResult:
+            seed: int = 0, oracle=None) -> GAN2ShapeResult:
         """The whole per-image algorithm (step 0, then ``num_stages`` x steps 1, 2, 3); see :meth:`setup` for
-        the inputs. The result's ``times`` has the per-part totals (``Timer``) and the per-step wall times."""
+        the inputs. The result's ``times`` has the per-part totals (``Timer``) and the per-step wall times.
+
+        ``oracle``: a DIAGNOSTIC, not GAN2Shape: ``oracle(views (n, 6), lights (n, 4)) -> (images (n, 3, S, S)
+        in [0, 1], masks (n, S, S))`` replaces the projected samples G(w + dw) by these images (e.g. exact
+        renderings of the true object: what a perfect GAN would give), and step 2 trains no encoder. It
+        separates what the pipeline can do from what the GAN gives it."""
+        self.oracle = oracle
         self.timer = Timer(self.device)
         wall = {}
         t_all = time.perf_counter()

@@ -257,14 +257,16 @@ def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: tor
                names: list | None = None, gan_images: torch.Tensor | None = None, device=None,
                perceptual=None, stats: ViewLightStats | None = None, seed: int = 0, progress: bool = True,
                extra: list | None = None, save: bool = True, log=print, records: ImageRecords | None = None,
-               keys: list | None = None, record_extra: list | None = None, done: list | None = None) -> list:
+               keys: list | None = None, record_extra: list | None = None, done: list | None = None,
+               oracles: list | None = None) -> list:
     """Runs GAN2Shape on each image (n, 3, H, W) in [0, 1] with its latent (n, style_dim); writes the outputs
     of image k to ``out/names[k]`` (default ``image_000`` ...) when ``save``. The seed of image k is
     ``seed + k``. Returns the :class:`GAN2ShapeResult` list.
 
     ``records``: after each image its result goes into ``records`` under ``keys[k]`` (with
     ``record_extra[k]``). ``done[k]``: a result found there by the caller (``--resume``; the caller loads
-    the records because it skips the image's inversion too): taken as it is instead of running the image."""
+    the records because it skips the image's inversion too): taken as it is instead of running the image.
+    ``oracles[k]``: the diagnostic oracle of image k (:meth:`GAN2Shape.run`)."""
     if records is not None and keys is None:
         raise ValueError("run_images: records need the images' keys")
     model = GAN2Shape(G, D, config, device=device, perceptual=perceptual, stats=stats, progress=progress)
@@ -278,7 +280,8 @@ def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: tor
             results.append(res)
             continue
         model.desc = f"[{k + 1}/{len(images)}] "
-        res = model.run(images[k], latents[k], None if gan_images is None else gan_images[k], seed=seed + k)
+        res = model.run(images[k], latents[k], None if gan_images is None else gan_images[k], seed=seed + k,
+                        oracle=None if oracles is None else oracles[k])
         res.nets = None  # free the networks
         if save:
             path = save_result(res, Path(out) / names[k], config, None if extra is None else extra[k])
@@ -289,10 +292,27 @@ def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: tor
     return results
 
 
+def _face_oracle(batch: dict, k: int):
+    """The oracle of test face k (:meth:`GAN2Shape.run`): its ground-truth canonical face rendered by the
+    dataset's own renderer in the given views and lights."""
+    from voxrender.data.faces import render_faces
+
+    depth, albedo, head = batch["canon_depth"][k:k + 1], batch["canon_albedo"][k:k + 1], batch["head"][k:k + 1]
+
+    def oracle(views, lights):
+        n, dev = views.shape[0], views.device
+        r = render_faces(depth.expand(n, -1, -1).to(dev), albedo.expand(n, -1, -1, -1).to(dev),
+                         head.expand(n, -1).to(dev), views, lights)
+        return r["image"], r["mask"]
+
+    return oracle
+
+
 def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=None, perceptual=None,
                        stats: ViewLightStats | None = None, seed: int = 0, invert_steps: int = 200,
                        invert_lr: float = 0.05, data_seed: int = 0, mean_depth_items: int = 256,
-                       save_images: bool = False, progress: bool = True, log=print, resume: bool = False) -> dict:
+                       save_images: bool = False, progress: bool = True, log=print, resume: bool = False,
+                       oracle_samples: bool = False) -> dict:
     """SIDE / MAD of GAN2Shape on ``n`` held-out synthetic faces (``SyntheticFaces(split="test")`` at the
     config's image size), each inverted into W (:func:`invert.invert`, ``invert_steps`` steps), against the
     ground-truth view depth, as Unsup3d evaluates: the predicted depth is the reconstruction's depth in the
@@ -304,7 +324,12 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     Writes ``metrics.json``, ``depth_pred.npy``, ``depth_gt.npy``, ``mask_gt.npy`` (n, S, S) (and the
     per-image outputs under ``images/`` with ``save_images``); returns the metrics dict. Every finished image
     is recorded in ``OUT/progress/``; ``resume=True`` takes the images recorded with the same settings from
-    there (their inversion too) and runs the rest."""
+    there (their inversion too) and runs the rest.
+
+    ``oracle_samples``: the DIAGNOSTIC upper bound (not GAN2Shape): the projected samples are exact renderings
+    of each face's ground-truth canonical depth and albedo in the pseudo samples' random views and lights
+    (what a perfect GAN would give), so the pipeline's renderer, networks, losses and schedule are measured
+    without the GAN; ``metrics.json`` says so (``"oracle_samples": true``)."""
     from voxrender.data.faces import SyntheticFaces
 
     from .metrics import SIDE_SCALE, evaluate_baselines, evaluate_depth, format_metrics
@@ -322,6 +347,11 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     records = ImageRecords(out, run_key(G, D, config, perceptual, stats), resume)
     names = [f"test_{k:04d}" for k in range(n)]
     keys = [{"seed": seed + k, "image": digest(images[k]), "invert": [invert_steps, invert_lr]} for k in range(n)]
+    oracles = None
+    if oracle_samples:
+        for key in keys:
+            key["oracle_samples"] = True
+        oracles = [_face_oracle(batch, k) for k in range(n)]
     t = time.perf_counter()
     ws, gan_ims, inv_losses, done = [], [], [], []
     for k in range(n):
@@ -341,7 +371,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     results = run_images(G, D, config, images, torch.stack(ws), out / "images", gan_images=torch.stack(gan_ims),
                          device=device, perceptual=perceptual, stats=stats, seed=seed, progress=progress,
                          names=names, save=save_images, log=log, records=records, keys=keys,
-                         record_extra=[{"invert_loss": list(v)} for v in inv_losses], done=done)
+                         record_extra=[{"invert_loss": list(v)} for v in inv_losses], done=done, oracles=oracles)
     pred = torch.stack([r.view_depth for r in results])
     ev = evaluate_depth(pred, gt_depth)
     mean_gt = SyntheticFaces(mean_depth_items, size=S, seed=data_seed, split="train").mean_depth(mean_depth_items)
@@ -371,6 +401,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
         "gan2shape": summary(ev),
         "baselines": {k: summary(v) for k, v in base.items()},
         "per_image": per_image,
+        "oracle_samples": bool(oracle_samples),
         "n": n, "image_size": S, "data": {"dataset": "SyntheticFaces", "split": "test", "seed": data_seed},
         "protocol": "Unsup3d: depth in the predicted input view vs ground-truth view depth; eroded intersection "
                     "of gt (depth < max) and predicted (recon depth < 1.2) masks; SIDE x 1e-2, MAD degrees; "
@@ -383,7 +414,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
         "published_bfm_unsup3d": {"side_x1e-2": "0.793 +- 0.140", "mad_deg": "16.51 +- 1.56"},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    log(format_metrics(ev, "gan2shape    "))
+    log(format_metrics(ev, "oracle       " if oracle_samples else "gan2shape    "))
     for k, v in base.items():
         log(format_metrics(v, f"{k:13s}"))
     return metrics
