@@ -272,3 +272,31 @@ def evaluate_voxels(pred: Tensor, gt: Tensor, azimuth_pred=None, azimuth_gt=None
     res["baselines"] = baselines
     res["_aligned"] = a["aligned"]
     return res
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, (np.ndarray, Tensor)):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+def write_voxel_eval(out, metrics: dict, pred: Tensor, gt: Tensor, azimuth_pred: Tensor, azimuth_gt: Tensor) -> None:
+    """The files of a voxel model's evaluation in ``out``: ``voxels_pred.npy`` / ``voxels_gt.npy`` (float32,
+    (N, G, G, G)), ``azimuth_pred.npy`` / ``azimuth_gt.npy`` (float64, radians) and ``metrics.json``, written
+    last and atomically (numpy / tensor values as JSON numbers and lists)."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    np.save(out / "voxels_pred.npy", pred.numpy().astype(np.float32))
+    np.save(out / "voxels_gt.npy", gt.numpy().astype(np.float32))
+    np.save(out / "azimuth_pred.npy", azimuth_pred.numpy().astype(np.float64))
+    np.save(out / "azimuth_gt.npy", azimuth_gt.numpy().astype(np.float64))
+    tmp = out / "metrics.json.tmp"
+    with open(tmp, "w") as f:
+        json.dump(metrics, f, indent=2, default=_json_default)
+    tmp.replace(out / "metrics.json")

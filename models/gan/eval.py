@@ -15,15 +15,13 @@ mean occupancy (soft and > 0.5), the ground truth's for comparison.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from voxrender.io import image_grid, save_gif, save_png
-from voxrender.metrics import evaluate_voxels, torch_threads
+from voxrender.metrics import evaluate_voxels, torch_threads, write_voxel_eval
 
 from .model import VoxelGAN
 from .train import load_model
@@ -118,13 +116,6 @@ def invert(model: VoxelGAN, images: torch.Tensor, pool: int = 1024, refine_steps
     return {"pred": pred, "theta": theta, "recon": recon, "z": z, "pool_occ": pocc}
 
 
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, (np.ndarray, torch.Tensor)):
-        return o.tolist()
-    return str(o)
-
 
 def evaluate(model: VoxelGAN, config: dict, out, n: int = 256, device: str = "cpu", pool: int = 1024,
              refine_steps: int = 50, seed: int = 0, backend: str | None = None, extra: dict | None = None,
@@ -156,13 +147,7 @@ def evaluate(model: VoxelGAN, config: dict, out, n: int = 256, device: str = "cp
     m["config"] = config
     if extra:
         m.update(extra)
-    np.save(out / "voxels_pred.npy", inv["pred"].numpy().astype(np.float32))
-    np.save(out / "voxels_gt.npy", b["voxels"].numpy().astype(np.float32))
-    np.save(out / "azimuth_pred.npy", inv["theta"].numpy().astype(np.float64))
-    np.save(out / "azimuth_gt.npy", b["azimuth"].numpy().astype(np.float64))
-    with open(out / "metrics.json.tmp", "w") as f:
-        json.dump(m, f, indent=2, default=_json_default)
-    (out / "metrics.json.tmp").replace(out / "metrics.json")
+    write_voxel_eval(out, m, inv["pred"], b["voxels"], inv["theta"], b["azimuth"])
     if pictures:
         write_pictures(model, b, inv, aligned, out, device=device, backend=backend)
     return m

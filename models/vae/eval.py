@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import voxrender as vr
 from voxrender.data.voxel_shapes import VoxelShapes
 from voxrender.io import image_grid, save_gif, save_png
-from voxrender.metrics import evaluate_voxels, torch_threads
+from voxrender.metrics import evaluate_voxels, torch_threads, write_voxel_eval
 
 from .model import VoxelVAE
 from .train import load_model
@@ -81,26 +79,11 @@ def evaluate(model: VoxelVAE, config: dict, out, n: int = 256, device: str = "cp
     m["config"] = config
     if extra:
         m.update(extra)
-    np.save(out / "voxels_pred.npy", p["pred"].numpy().astype(np.float32))
-    np.save(out / "voxels_gt.npy", p["gt"].numpy().astype(np.float32))
-    np.save(out / "azimuth_pred.npy", p["theta"].numpy().astype(np.float64))
-    np.save(out / "azimuth_gt.npy", p["azimuth"].numpy().astype(np.float64))
-    with open(out / "metrics.json.tmp", "w") as f:
-        json.dump(m, f, indent=2, default=_json_default)
-    (out / "metrics.json.tmp").replace(out / "metrics.json")
+    write_voxel_eval(out, m, p["pred"], p["gt"], p["theta"], p["azimuth"])
     if pictures:
         write_pictures(model, p, aligned, m, out, backend=backend)
     return m
 
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, (np.ndarray, torch.Tensor)):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    return str(o)
 
 
 def _shade(occ: torch.Tensor, azimuth: float, elevation: float = -0.35, size: int | None = None,
