@@ -265,6 +265,23 @@ def test_run_result(gan, face):
     assert res.times["steps"]["total"] > 0
 
 
+def test_prior_depth_of_the_presets():
+    # the built-in faces rise about 0.07 above their rim (their mean over training faces), GAN2Shape's
+    # frame-filling faces 0.11
+    assert M.GAN2ShapeConfig.from_preset("synface").prior_near == M.SYNFACE_PRIOR_NEAR == 0.95
+    assert M.GAN2ShapeConfig.from_preset("celeba").prior_near == 0.91
+    assert M.GAN2ShapeConfig.from_preset("synface", prior_near=0.9).prior_near == 0.9
+    from voxrender.data.faces import SyntheticFaces
+
+    ds = SyntheticFaces(40, size=64, seed=0, split="train")
+    rise = []
+    for i in range(40):
+        c = ds.canonical(i)
+        d = c["canon_depth"][c["canon_mask"] > 0.5]
+        rise.append(float(d.max() - d.min()))
+    assert abs(np.mean(rise) - (M.PRESETS["synface"].get("prior_far", 1.02) - M.SYNFACE_PRIOR_NEAR)) < 0.005
+
+
 def test_oracle_replaces_the_projected_samples(gan, face):
     """The diagnostic oracle: step 2 trains no encoder and the projected samples are the oracle's images of the
     pseudo samples' views and lights; step 3 fits them."""
@@ -398,6 +415,8 @@ def test_cli_errors(tmp_path, run_cli, ckpt):
     assert r.returncode != 0 and "me.png" in r.stderr
     r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--steps-scale", "0", "--out", str(tmp_path))
     assert r.returncode != 0 and "--steps-scale" in r.stderr
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--prior-near", "1.05", "--out", str(tmp_path))
+    assert r.returncode != 0 and "prior_near" in r.stderr
     r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--vgg", str(tmp_path / "vgg.pt"),
                 "--out", str(tmp_path))
     assert r.returncode != 0 and "vgg.pt" in r.stderr

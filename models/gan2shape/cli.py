@@ -42,7 +42,8 @@ def _setup(cmd: str, args):
         torch.set_num_threads(max(1, args.threads))
     device = _device(cmd, args.device)
     try:
-        config = GAN2ShapeConfig.from_preset(args.preset, image_size=args.image_size)
+        config = GAN2ShapeConfig.from_preset(args.preset, image_size=args.image_size, prior_near=args.prior_near,
+                                             prior_far=args.prior_far)
         if args.steps_scale is not None and args.steps_scale != 1:
             config = config.scaled(args.steps_scale)
         G, D = load_gan(args.gan, device)
@@ -170,6 +171,12 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str) -
                         f"(default {default_preset})")
     p.add_argument("--image-size", type=int, default=None, metavar="S",
                    help="override the preset's image size of the networks and renderer (a power of two >= 32)")
+    p.add_argument("--prior-near", type=float, default=None, metavar="Z",
+                   help="depth of the ellipsoid prior at its centre (default: the preset's; GAN2Shape's 0.91 for "
+                        "CelebA / cat / car / church, 0.95 for the built-in synthetic faces, whose heads rise about "
+                        "0.07 above their rim)")
+    p.add_argument("--prior-far", type=float, default=None, metavar="Z",
+                   help="depth of the prior at its rim and outside (default: the preset's, 1.02; 1.0 for church)")
     p.add_argument("--steps-scale", type=float, default=None, metavar="F",
                    help="multiply every step count (prior fit, steps 1-3, collected batches) by F, at least 1 "
                         "each: e.g. 0.1 for a quick run (default 1)")

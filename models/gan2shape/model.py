@@ -80,19 +80,27 @@ from .renderer import (
     view_from_raw,
 )
 
-__all__ = ["PRESETS", "DiscriminatorFeatureLoss", "GAN2Shape", "GAN2ShapeConfig", "GAN2ShapeResult", "Timer",
+__all__ = ["PRESETS", "SYNFACE_PRIOR_NEAR", "DiscriminatorFeatureLoss", "GAN2Shape", "GAN2ShapeConfig", "GAN2ShapeResult", "Timer",
            "VGGPerceptualLoss", "ViewLightStats", "latent_offset", "masked_l1", "offset_start", "smooth_loss"]
 
 _FACE_LIGHT = (-1.0, 1.0, -0.2, 0.8, -0.1, 0.6, -0.6)  # GAN2Shape's default rand_light
 # uniform half-ranges of the default view Gaussians: pitch, yaw, roll (degrees), tx, ty (camera units)
 _FACE_VIEW_RANGE = (15.0, 30.0, 5.0, 0.008, 0.008)
 
+# The ellipsoid prior's centre depth for the built-in synthetic faces: their far rim is at about 1.02 like
+# GAN2Shape's prior, and their heads rise 0.071 above it on average (0.059-0.082 inside the object mask, 200
+# TRAINING faces), so near = 1.02 - 0.07. GAN2Shape's 0.91 (a rise of 0.11) fits faces that fill the frame
+# (CelebA; its BFM runs started from pretrained networks, not from the prior); on the built-in faces, which
+# fill about 60 % of the width, it makes every start twice as deep as the faces, and 200 steps of step 3 do
+# not undo that even with exact multi-view samples (eval-gan2shape --oracle-samples, docs/gan2shape.md).
+SYNFACE_PRIOR_NEAR = 0.95
+
 # Published settings per dataset (configs/*.yml of GAN2Shape), plus ``tiny`` for tests / CI.
 PRESETS: dict[str, dict] = {
     "synface": dict(image_size=64, category="synface", num_stages=1, steps_first=(500, 500, 200),
                     steps_later=(500, 500, 200), flip3=(True,), relative_enc=True, use_mask=False, view_scale=1.2,
                     batch_size=16, rand_light=(-0.9, 0.9, -0.3, 0.8, -0.1, 0.7, -0.4), offset_layers=8,
-                    view_stats="synface", rotate_yaw=70.0),
+                    view_stats="synface", rotate_yaw=70.0, prior_near=SYNFACE_PRIOR_NEAR),
     "celeba": dict(image_size=128, category="face", num_stages=4, steps_first=(600, 600, 400),
                    steps_later=(200, 500, 300), flip3=(True, False, False, False), relative_enc=True, use_mask=False,
                    view_scale=1.2, batch_size=16, offset_layers=3, rotate_yaw=70.0),
@@ -178,6 +186,8 @@ class GAN2ShapeConfig:
             raise ValueError(f"view_stats: expected 'synface' or 'gaussian', got {self.view_stats!r}")
         if len(self.rand_light) != 7:
             raise ValueError(f"rand_light: expected 7 numbers, got {self.rand_light}")
+        if not 0 < self.prior_near < self.prior_far:
+            raise ValueError(f"prior_near, prior_far: expected 0 < near < far, got {self.prior_near}, {self.prior_far}")
         return self
 
     def steps(self, stage: int) -> tuple:
