@@ -80,8 +80,8 @@ from .renderer import (
     view_from_raw,
 )
 
-__all__ = ["PRESETS", "SYNFACE_PRIOR_NEAR", "DiscriminatorFeatureLoss", "GAN2Shape", "GAN2ShapeConfig", "GAN2ShapeResult", "Timer",
-           "VGGPerceptualLoss", "ViewLightStats", "latent_offset", "masked_l1", "offset_start", "smooth_loss"]
+__all__ = ["PRESETS", "SYNFACE_PRIOR_NEAR", "DiscriminatorFeatureLoss", "GAN2Shape", "GAN2ShapeConfig",
+           "GAN2ShapeResult", "Timer", "VGGPerceptualLoss", "ViewLightStats", "latent_offset", "masked_l1", "offset_start", "smooth_loss"]
 
 _FACE_LIGHT = (-1.0, 1.0, -0.2, 0.8, -0.1, 0.6, -0.6)  # GAN2Shape's default rand_light
 # uniform half-ranges of the default view Gaussians: pitch, yaw, roll (degrees), tx, ty (camera units)
@@ -753,23 +753,27 @@ class GAN2Shape:
         in the pseudo samples' random views and lights."""
         c = self.cfg
         self._prepare_canonical()
-        if self.oracle is not None:
-            return self._collect_oracle(key)
-        opt = self._adam("offset")
         hist = []
-        for _ in self._bar(steps, f"{key} (offset encoder)"):
-            pseudo, mask = self.sample_pseudo(c.batch_size)
-            l_img, reg, latent, img = self.step2_loss(pseudo, mask, parts=True)
-            opt.zero_grad(set_to_none=True)
-            self._step2_backward(l_img, reg, latent, img)
-            opt.step()
-            hist.append(l_img.item() + reg.item())
+        if self.oracle is None:
+            opt = self._adam("offset")
+            for _ in self._bar(steps, f"{key} (offset encoder)"):
+                pseudo, mask = self.sample_pseudo(c.batch_size)
+                l_img, reg, latent, img = self.step2_loss(pseudo, mask, parts=True)
+                opt.zero_grad(set_to_none=True)
+                self._step2_backward(l_img, reg, latent, img)
+                opt.step()
+                hist.append(l_img.item() + reg.item())
         self.losses[key] = hist
         projs, masks, keep = [], [], None
         with torch.no_grad():
-            for _ in self._bar(c.collect_iters, f"{key} collect"):
-                pseudo, mask = self.sample_pseudo(c.batch_size)
-                proj, _ = self.project(pseudo)
+            for _ in self._bar(c.collect_iters, f"{key} collect" + (" (oracle)" if self.oracle else "")):
+                views, lights = self._random_views_lights(c.batch_size)
+                pseudo, mask = self._render_pseudo(views, lights)
+                if self.oracle is None:
+                    proj, _ = self.project(pseudo)
+                else:
+                    proj, mask = self.oracle(views, lights)
+                    proj, mask = proj.to(self.device), mask.to(self.device).reshape(proj.shape[0], 1, self.S, self.S)
                 projs.append(proj)
                 masks.append(mask)
                 if keep is None:
@@ -778,24 +782,6 @@ class GAN2Shape:
         self.pseudo_keep = keep
         self._proj_idx = 0
         return hist
-
-    @torch.no_grad()
-    def _collect_oracle(self, key: str) -> list:
-        """Step 2 of the oracle diagnostic: ``collect_iters`` batches of ``oracle(views, lights)``."""
-        c = self.cfg
-        projs, masks, keep = [], [], None
-        for _ in self._bar(c.collect_iters, f"{key} collect (oracle)"):
-            views, lights = self._random_views_lights(c.batch_size)
-            proj, mask = self.oracle(views, lights)
-            projs.append(proj.to(self.device))
-            masks.append(mask.to(self.device).reshape(proj.shape[0], 1, self.S, self.S))
-            if keep is None:
-                keep = (self._render_pseudo(views[:8], lights[:8])[0].cpu(), proj[:8].cpu())
-        self.losses[key] = []
-        self.proj, self.proj_mask = torch.cat(projs), torch.cat(masks)
-        self.pseudo_keep = keep
-        self._proj_idx = 0
-        return []
 
     # -- step 3 -------------------------------------------------------------------------------------------
     def _proj_batch(self) -> tuple[Tensor, Tensor]:
