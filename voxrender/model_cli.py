@@ -207,7 +207,8 @@ def max_seconds(args) -> float | None:
 def end_message(trainer, status: str, files: str = "") -> str:
     """What ``train`` prints at the end: how it stopped, the last losses and the files."""
     logs = ", ".join(f"{k} {v:.4g}" for k, v in trainer.last_logs.items())
-    word = {"interrupted": "stopped (Ctrl-C / SIGTERM)", "time_limit": "stopped at the --max-minutes limit"}.get(status, "finished")
+    word = {"interrupted": "stopped (Ctrl-C / SIGTERM)",
+            "time_limit": "stopped at the --max-minutes limit"}.get(status, "finished")
     return (f"{word} at step {trainer.step}/{trainer.steps}: {logs}\ncheckpoint: {trainer.ckpt_path}{files}"
             + ("  (continue with --resume)" if status in ("interrupted", "time_limit") else ""))
 
@@ -484,8 +485,8 @@ def add_model_commands(sub) -> None:
         "stylegan2 options", "StyleGAN2 as in rosinality's stylegan2-pytorch train.py (non-saturating logistic loss, "
         "lazy R1, optional path-length regularisation, style mixing, EMA generator, Adam betas (0, 0.99) with the "
         "lazy-regularisation corrections; --lr default 0.002). Also uses --data, --steps/--epochs, --batch-size, "
-        "--seed, --resume, --out, --ckpt-every, --max-minutes, --sample-every, --dataset-size, --device, --threads. OUT/stylegan2.pt "
-        "(keys g_ema, d, g, latent_avg) is written with every checkpoint; load it with "
+        "--seed, --resume, --out, --ckpt-every, --max-minutes, --sample-every, --dataset-size, --device, --threads. "
+        "OUT/stylegan2.pt (keys g_ema, d, g, latent_avg) is written with every checkpoint; load it with "
         "voxrender.models.stylegan2.load_checkpoint")
     sg.add_argument("--image-cache", default="auto", choices=["auto", "on", "off"],
                     help="stylegan2: render / decode every training image once and keep them in memory as uint8 "

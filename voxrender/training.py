@@ -4,9 +4,9 @@
   (seed, epoch), so a resumed run sees exactly the batches it would have seen.
 - :class:`Trainer`: the loop: tqdm progress bar (loss, images/s), checkpoints written atomically (temp
   file + ``os.replace``) every N steps, at the end, on Ctrl-C / SIGTERM and when a time budget is spent;
-  bit-for-bit resume (model, optimizers,
-  the torch / numpy / python RNG states, data position, step); a NaN/inf loss stops the run with a clear
-  message and a checkpoint of the last good state (the state before the failing step's update).
+  bit-for-bit resume (model, optimizers, the torch / numpy / python RNG states, data position, step); a
+  NaN/inf loss stops the run with a clear message and a checkpoint of the last good state (the state before
+  the failing step's update).
 - :class:`TrainTask`: what a model supplies: ``compute_loss(batch) -> (loss, logs)`` and its optimizers.
   The default :meth:`TrainTask.training_step` does backward, gradient-norm clipping and the optimizer step;
   tasks with several optimizers (a GAN) override it and call ``trainer.check_finite`` themselves.
@@ -621,9 +621,9 @@ class Trainer:
                             writer.add_scalar(f"train/{k}", v, self.step)
                         writer.add_scalar("train/images_per_s", img_s, self.step)
                     out_of_time = self.max_seconds is not None and time.perf_counter() - t0 >= self.max_seconds
-                    if self.world > 1:  # a Ctrl-C or a spent budget on one rank stops them all after the same step
-                        flags = any_rank_flags([self._stop_requested, out_of_time], self.device)
-                        self._stop_requested, out_of_time = flags
+                    # a Ctrl-C or a spent budget on one rank stops them all after the same step
+                    self._stop_requested, out_of_time = any_rank_flags([self._stop_requested, out_of_time],
+                                                                       self.device)
                     if self.ckpt_every and self.step % self.ckpt_every == 0 and self.step < self.steps:
                         self.save()
                     if self.on_step is not None:

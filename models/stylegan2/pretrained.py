@@ -8,7 +8,7 @@ and ``weights/NAME.json`` records how it was trained (command, steps, machine, t
 ``tools/ship_stylegan2.py RUN_DIR NAME`` writes both from a ``voxrender train stylegan2`` run.
 
 Shipped: ``synface64``, a small 64 px generator of the built-in synthetic faces (0.7 M parameters, 3.4 MB),
-trained for 105 minutes on a 2-core CPU because no GPU was available: a stand-in that makes
+trained on 184k images (about 2.7 hours) on a 2-core CPU because no GPU was available: a stand-in that makes
 ``voxrender gan2shape`` work out of the box; the benchmark's generator is meant to be trained on a GPU.
 """
 

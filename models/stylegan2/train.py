@@ -175,24 +175,19 @@ class CachedImages(torch.utils.data.Dataset):
     def __init__(self, dataset, chunk: int = 256, progress: bool = True):
         from voxrender.training import fetch_batch
 
-        n = len(dataset)
-        images = None
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=n, desc="caching images", unit="img", dynamic_ncols=True, file=sys.stderr)
-        for start in range(0, n, chunk):
-            idx = list(range(start, min(n, start + chunk)))
-            x = fetch_batch(dataset, idx)["image"]
-            if images is None:
-                images = torch.empty((n, *x.shape[1:]), dtype=torch.uint8)
-            images[start:start + len(idx)] = (x.float().clamp(0, 1) * 255).round_().to(torch.uint8)
-            if bar is not None:
+        n = len(dataset)
+        self.images = torch.empty((0, 3, 1, 1), dtype=torch.uint8)
+        with tqdm(total=n, desc="caching images", unit="img", dynamic_ncols=True, file=sys.stderr,
+                  disable=not progress) as bar:
+            for start in range(0, n, chunk):
+                idx = list(range(start, min(n, start + chunk)))
+                x = fetch_batch(dataset, idx)["image"]
+                if start == 0:  # filled in place: the cache never needs twice its size
+                    self.images = torch.empty((n, *x.shape[1:]), dtype=torch.uint8)
+                self.images[start:start + len(idx)] = (x.float().clamp(0, 1) * 255).round_().to(torch.uint8)
                 bar.update(len(idx))
-        if bar is not None:
-            bar.close()
-        self.images = images if images is not None else torch.empty((0, 3, 1, 1), dtype=torch.uint8)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -556,7 +551,6 @@ def config_from_args(args) -> dict:
     if args.data and len(args.data) > 1:
         raise ValueError("train stylegan2: one --data source (synthetic-faces, folder:DIR, celeba:DIR, ...)")
     data = parse_data(args.data[0] if args.data else None)
-    use_cache(args.image_cache, 0, 1)  # a bad value fails here, before anything is built
     data.update(length=args.dataset_size, seed=args.data_seed, cache=args.image_cache)
     cfg = StyleGAN2Config(size=args.size, channel_multiplier=args.channel_multiplier, channels_max=args.channels_max,
                           style_dim=args.style_dim, n_mlp=args.n_mlp, lr=0.002 if args.lr is None else args.lr,
