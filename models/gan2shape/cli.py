@@ -1,5 +1,5 @@
-"""The ``voxrender gan2shape`` and ``voxrender eval-gan2shape`` commands (registered on the main parser by
-:func:`add_gan2shape_commands`). Heavy imports happen inside the commands, so ``voxrender --help`` stays fast."""
+"""The ``voxrender gan2shape``, ``eval-gan2shape`` and ``pretrain-gan2shape`` commands (registered on the main
+parser by :func:`add_gan2shape_commands`). Heavy imports happen inside the commands, so ``voxrender --help`` stays fast."""
 
 from __future__ import annotations
 
@@ -29,12 +29,13 @@ def _device(cmd: str, name: str | None) -> str:
     return name
 
 
-def _setup(cmd: str, args):
-    """(config, G, D, perceptual, stats, device) from the shared options, with clear errors."""
+def _setup(cmd: str, args, pretraining: bool = False):
+    """(config, G, D, perceptual, stats, device, init) from the shared options, with clear errors; ``init``: the
+    ``--pretrained`` networks or None. ``pretraining``: the preset's joint-pretraining schedule."""
     import torch
 
-    from .model import GAN2ShapeConfig, ViewLightStats
-    from .pipeline import load_gan, make_perceptual
+    from .model import GAN2ShapeConfig, ViewLightStats, check_pretrained
+    from .pipeline import load_gan, load_pretrained, make_perceptual
 
     if args.steps_scale is not None and not args.steps_scale > 0:
         raise _fail(cmd, f"--steps-scale: expected a positive number, got {args.steps_scale}")
@@ -44,6 +45,8 @@ def _setup(cmd: str, args):
     try:
         config = GAN2ShapeConfig.from_preset(args.preset, image_size=args.image_size, prior_near=args.prior_near,
                                              prior_far=args.prior_far)
+        if pretraining:
+            config = config.for_pretraining()
         if args.steps_scale is not None and args.steps_scale != 1:
             config = config.scaled(args.steps_scale)
         G, D = load_gan(args.gan, device)
@@ -53,9 +56,16 @@ def _setup(cmd: str, args):
             raise ValueError("--view-mvn and --light-mvn go together")
         if args.view_mvn is not None:
             stats = ViewLightStats.from_files(args.view_mvn, args.light_mvn)
+        init = None
+        if getattr(args, "pretrained", None) is not None:
+            init = load_pretrained(args.pretrained)
+            try:
+                check_pretrained(init, config, G.style_dim)
+            except ValueError as e:
+                raise ValueError(f"--pretrained {args.pretrained}: {e}") from None
     except (FileNotFoundError, ValueError, OSError) as e:
         raise _fail(cmd, str(e)) from None
-    return config, G, D, perceptual, stats, device
+    return config, G, D, perceptual, stats, device, init
 
 
 def cmd_gan2shape(args) -> int:
@@ -68,11 +78,11 @@ def cmd_gan2shape(args) -> int:
     cmd = "gan2shape"
     if args.samples is not None and args.samples < 1:
         raise _fail(cmd, f"--samples: expected at least 1, got {args.samples}")
-    config, G, D, perceptual, stats, device = _setup(cmd, args)
+    config, G, D, perceptual, stats, device, init = _setup(cmd, args)
     out = Path(args.out)
     log = print
     torch.manual_seed(args.seed)
-    records = ImageRecords(out, run_key(G, D, config, perceptual, stats), args.resume)
+    records = ImageRecords(out, run_key(G, D, config, perceptual, stats, init), args.resume)
 
     def finished(name, key):  # (result, extra) of an image an earlier run finished, or None
         try:
@@ -123,10 +133,11 @@ def cmd_gan2shape(args) -> int:
         done = [None if rec is None else rec[0] for rec in map(finished, names, keys)]
     log(f"GAN2Shape preset {config.preset}: {len(images)} image(s) at {config.image_size} px, "
         f"{config.num_stages} stage(s), steps {config.steps_first}"
-        + (f" then {config.steps_later}" if config.num_stages > 1 else "") + f", device {device}")
+        + (f" then {config.steps_later}" if config.num_stages > 1 else "") + f", device {device}"
+        + (f", from the pretrained networks {args.pretrained} (no step 0)" if init is not None else ""))
     results = run_images(G, D, config, images, latents, out, names=names, gan_images=gan_images, device=device,
                          perceptual=perceptual, stats=stats, seed=args.seed, progress=not args.no_progress,
-                         extra=extra, log=log, records=records, keys=keys, record_extra=extra, done=done)
+                         extra=extra, log=log, records=records, keys=keys, record_extra=extra, done=done, init=init)
     index = [{"name": nm, "seconds": r.times["steps"]["total"], "folder": str(out / nm)}
              for nm, r in zip(names, results)]
     (out / "index.json").write_text(json.dumps({"preset": config.preset, "images": index}, indent=1))
@@ -141,19 +152,95 @@ def cmd_eval_gan2shape(args) -> int:
     cmd = "eval-gan2shape"
     if args.n < 1:
         raise _fail(cmd, f"--n: expected at least 1 image, got {args.n}")
-    config, G, D, perceptual, stats, device = _setup(cmd, args)
+    config, G, D, perceptual, stats, device, init = _setup(cmd, args)
     print(f"eval-gan2shape: {args.n} held-out synthetic faces at {config.image_size} px, preset {config.preset}, "
-          f"device {device}")
+          f"device {device}" + (f", from the pretrained networks {args.pretrained}" if init is not None else ""))
     try:
         evaluate_synthetic(G, D, config, args.n, args.out, device=device, perceptual=perceptual, stats=stats,
                            seed=args.seed, invert_steps=args.invert_steps, invert_lr=args.invert_lr,
                            data_seed=args.data_seed, mean_depth_items=args.mean_depth_n,
                            save_images=args.save_images, progress=not args.no_progress, resume=args.resume,
-                           oracle_samples=args.oracle_samples)
+                           oracle_samples=args.oracle_samples, init=init)
     except RecordMismatch as e:
         raise _fail(cmd, str(e)) from None
     print(f"wrote {Path(args.out) / 'metrics.json'}, depth_pred.npy, depth_gt.npy, mask_gt.npy")
     return 0
+
+
+def _pretrain_data(args, G, D, config, device, log=print):
+    """(images, latents, gan_images or None, oracles or None, key) of ``pretrain-gan2shape``'s --data."""
+    import torch
+
+    from voxrender.training import atomic_save
+
+    from .invert import invert, resize
+    from .pipeline import _face_oracle, generate, sample_latents
+    from .records import digest
+
+    n, S = args.n, config.image_size
+    if args.data == "samples":
+        latents = sample_latents(G, n, args.seed, args.truncation)
+        gan_images = generate(G, latents).cpu()
+        return resize(gan_images, S), latents, gan_images, None, {"data": ["samples", args.seed, args.truncation]}
+    from voxrender.data.faces import SyntheticFaces
+
+    batch = SyntheticFaces(n, size=S, seed=args.data_seed, split="train").get_batch(range(n))
+    images, key = batch["image"], {"data": ["synthetic-faces", "train", args.data_seed]}
+    if args.oracle_samples:  # the GAN is not used: any latents do
+        return images, sample_latents(G, n, args.seed), None, [_face_oracle(batch, k) for k in range(n)], key
+    # each face inverted into W; the inversions are kept in OUT/inversions.pt (a resumed run reuses them)
+    path = Path(args.out) / "inversions.pt"
+    inv_key = {"gan": digest(G), "images": digest(images), "invert": [args.invert_steps, args.invert_lr]}
+    done = {}
+    if args.resume and path.is_file():
+        rec = torch.load(path, map_location="cpu", weights_only=False)
+        if rec.get("key") == inv_key:
+            done = rec["done"]
+    for k in range(n):
+        if k in done:
+            continue
+        inv = invert(G, images[k].to(device), args.invert_steps, D=D, lr=args.invert_lr, progress=not args.no_progress,
+                     desc=f"[{k + 1}/{n}] invert")
+        done[k] = (inv.w[0].cpu(), inv.image[0].cpu())
+        atomic_save({"key": inv_key, "done": done}, path)
+    log(f"{n} training faces inverted into W ({path})")
+    return (images, torch.stack([done[k][0] for k in range(n)]), torch.stack([done[k][1] for k in range(n)]), None,
+            key)
+
+
+def cmd_pretrain_gan2shape(args) -> int:
+    from .pipeline import pretrain_images
+    from .records import RecordMismatch
+
+    cmd = "pretrain-gan2shape"
+    if args.n < 1:
+        raise _fail(cmd, f"--n: expected at least 1 image, got {args.n}")
+    if args.oracle_samples and args.data != "synthetic-faces":
+        raise _fail(cmd, "--oracle-samples needs --data synthetic-faces (the oracle renders their ground truth)")
+    config, G, D, perceptual, stats, device, _ = _setup(cmd, args, pretraining=True)
+    if config.collect_iters < args.n:
+        raise _fail(cmd, f"--n {args.n}: the schedule collects {config.collect_iters} batches of projected samples "
+                         f"in all, at least one per image is needed (fewer images, or a larger --steps-scale)")
+    print(f"pretrain-gan2shape: {args.n} image(s) ({args.data}) at {config.image_size} px, preset {config.preset}, "
+          f"{config.num_stages} stages, steps {config.steps_first} then {config.steps_later}, batch "
+          f"{config.batch_size}, device {device}" + (" [ORACLE SAMPLES: a diagnostic]" if args.oracle_samples else ""))
+    images, latents, gan_images, oracles, key = _pretrain_data(args, G, D, config, device)
+    try:
+        pretrain_images(G, D, config, images, latents, args.out, gan_images=gan_images, device=device,
+                        perceptual=perceptual, stats=stats, seed=args.seed, progress=not args.no_progress,
+                        oracles=oracles, resume=args.resume, key=key)
+    except RecordMismatch as e:
+        raise _fail(cmd, str(e)) from None
+    print(f"use it with: voxrender gan2shape --pretrained {Path(args.out) / 'pretrained.pt'} ... (the same --preset "
+          f"and --gan)")
+    return 0
+
+
+def _pretrained_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pretrained", default=None, metavar="PATH",
+                   help="start every image from these jointly pretrained networks (OUT/pretrained.pt of `voxrender "
+                        "pretrain-gan2shape`, the same preset and GAN) and skip the ellipsoid step, as GAN2Shape's "
+                        "own face and cat runs do (default: fresh networks fitted to the ellipsoid prior)")
 
 
 def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str) -> None:
@@ -204,7 +291,7 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str) -
 
 
 def add_gan2shape_commands(sub) -> None:
-    """Adds ``gan2shape`` and ``eval-gan2shape`` to the ``voxrender`` subcommands."""
+    """Adds ``gan2shape``, ``eval-gan2shape`` and ``pretrain-gan2shape`` to the ``voxrender`` subcommands."""
     g = sub.add_parser(
         "gan2shape",
         help="recover 3D shape (depth, albedo, view, light) from a pretrained StyleGAN2 (GAN2Shape)",
@@ -225,6 +312,7 @@ def add_gan2shape_commands(sub) -> None:
                      help="run on these image files (centre square; inverted into W with --invert-steps)")
     g.add_argument("--truncation", type=float, default=1.0,
                    help="truncation of the GAN samples' w towards the centre of W (default 1: none)")
+    _pretrained_option(g)
     g.set_defaults(fn=cmd_gan2shape)
 
     e = sub.add_parser(
@@ -250,7 +338,35 @@ def add_gan2shape_commands(sub) -> None:
                         "each face's ground truth in the pseudo samples' random views and lights (what a perfect "
                         "GAN would give; no encoder training). Measures the renderer, networks, losses and schedule "
                         "without the GAN: an upper bound for a better generator")
+    _pretrained_option(e)
     e.set_defaults(fn=cmd_eval_gan2shape)
+
+    t = sub.add_parser(
+        "pretrain-gan2shape",
+        help="GAN2Shape's joint pretraining: one set of networks trained over many images (then --pretrained)",
+        description="GAN2Shape's joint pretraining (its configs/*_pretrain.yml): the depth, albedo, view, light "
+                    "and offset networks are trained together over N images with the preset's pretraining "
+                    "schedule (synface: 8 stages, 1500/1500/1500 then 700/1000/1000 iterations, batch 12; celeba, "
+                    "cat: 4 stages, batch 8), every iteration on the next image of a shuffled list; step 0 fits "
+                    "the depth net to the first image's ellipsoid prior. Per-image runs (`gan2shape` / "
+                    "`eval-gan2shape --pretrained OUT/pretrained.pt`) then start from these weights and skip the "
+                    "ellipsoid step. Images: GAN samples (--data samples: w known exactly) or the built-in "
+                    "synthetic training faces (--data synthetic-faces: each inverted into W). Writes "
+                    "OUT/pretrained.pt, pretrain.json (losses, times), pretrained.png (input | recon | shape | "
+                    "depth of the first 8 images) and checkpoint.pt after every stage (--resume continues from "
+                    "it). The published runs used 200 images on 8 GPUs; --steps-scale shortens the schedule.",
+    )
+    _common(t, "synface", "gan2shape-pretrain")
+    t.add_argument("--n", type=int, default=200, help="number of training images (default 200, as published)")
+    t.add_argument("--data", default="samples", choices=["samples", "synthetic-faces"],
+                   help="the training images: GAN samples (z ~ N(0, I) seeded --seed) or the built-in synthetic "
+                        "training faces (split 'train', inverted into W with --invert-steps) (default samples)")
+    t.add_argument("--truncation", type=float, default=1.0, help="truncation of the GAN samples (default 1: none)")
+    t.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic face dataset (default 0)")
+    t.add_argument("--oracle-samples", action="store_true",
+                   help="DIAGNOSTIC (with --data synthetic-faces): exact renderings of each face's ground truth "
+                        "replace the projected samples and the encoder is not trained (see eval-gan2shape)")
+    t.set_defaults(fn=cmd_pretrain_gan2shape)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,9 +51,11 @@ Offline substitutes (documented in docs/gan2shape.md): the perceptual loss is th
 relu3_3 L1; GAN2Shape used LPIPS); the object mask is ``prior.object_mask`` (a threshold) instead of a
 parsing network; the view / light statistics come from the synthetic-face sampler (``synface``) or from a
 Gaussian moment-matched to a preset's uniform view ranges (GAN2Shape's fitted ``view_mvn.pth`` /
-``light_mvn.pth`` files load with :meth:`ViewLightStats.from_files`); there are no pretrained D / A / V / L
-weights (GAN2Shape starts faces and cats from an Unsup3d-style pretraining): every image starts from fresh
-networks (``reset_weight``), D from the ellipsoid prior.
+``light_mvn.pth`` files load with :meth:`ViewLightStats.from_files`). GAN2Shape's published pretrained D / A /
+V / L / E weights are not available offline: by default every image starts from fresh networks, D from the
+ellipsoid prior (as GAN2Shape does for cars and churches); :meth:`GAN2Shape.pretrain` is GAN2Shape's joint
+pretraining over many images (its faces and cats start from such weights), and ``run(..., init=...)`` starts
+an image from its result and skips step 0.
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ from .renderer import (
     view_from_raw,
 )
 
-__all__ = ["PRESETS", "SYNFACE_PRIOR_NEAR", "DiscriminatorFeatureLoss", "GAN2Shape", "GAN2ShapeConfig",
-           "GAN2ShapeResult", "Timer", "VGGPerceptualLoss", "ViewLightStats", "latent_offset", "masked_l1", "offset_start", "smooth_loss"]
+__all__ = ["PRESETS", "PRETRAIN", "SYNFACE_PRIOR_NEAR", "DiscriminatorFeatureLoss", "GAN2Shape", "GAN2ShapeConfig",
+           "GAN2ShapeResult", "Timer", "VGGPerceptualLoss", "ViewLightStats", "check_pretrained", "latent_offset",
+           "masked_l1", "offset_start", "smooth_loss"]
 
 _FACE_LIGHT = (-1.0, 1.0, -0.2, 0.8, -0.1, 0.6, -0.6)  # GAN2Shape's default rand_light
 # uniform half-ranges of the default view Gaussians: pitch, yaw, roll (degrees), tx, ty (camera units)
@@ -119,6 +122,26 @@ PRESETS: dict[str, dict] = {
                  batch_size=2, collect_iters=2, offset_layers=3, view_stats="synface", nf=4, enc_nf=4, zdim=16,
                  rotate_yaw=45.0, rotate_frames=6),
 }
+
+
+# GAN2Shape's joint pretraining schedules (configs/{synface,celeba,cat}_pretrain.yml), applied on top of the
+# preset by GAN2ShapeConfig.for_pretraining; the published runs used 200 images and 8 GPUs (batch 12 / 8 each).
+PRETRAIN: dict[str, dict] = {
+    "synface": dict(num_stages=8, steps_first=(1500, 1500, 1500), steps_later=(700, 1000, 1000),
+                    flip1=(False,) + (True,) * 7, flip3=(True,) * 8, batch_size=12, collect_iters=1000),
+    "celeba": dict(num_stages=4, steps_first=(1500, 1500, 1500), steps_later=(700, 1000, 1000),
+                   flip1=(False, True, True, True), flip3=(True,) * 4, batch_size=8, collect_iters=800),
+    "cat": dict(num_stages=4, steps_first=(1500, 1500, 1500), steps_later=(700, 1000, 1000),
+                flip1=(False, True, True, True), flip3=(True,) * 4, batch_size=8, collect_iters=800),
+    "tiny": dict(num_stages=2, steps_first=(3, 3, 3), steps_later=(2, 2, 2), flip1=(False, True),
+                 flip3=(True, True), batch_size=2, collect_iters=4),
+}
+
+# One image's inputs and working state; the joint pretraining keeps one set per image (GAN2Shape._select).
+_PER_IMAGE = ("image", "w", "gan_image", "x", "gan_x", "mask", "prior", "canon", "canon_mask", "proj", "proj_mask",
+              "_proj_idx", "pseudo_keep", "oracle")
+# The settings that shape the networks: pretrained weights fit a run only if these agree.
+_NET_SHAPE = ("image_size", "nf", "zdim", "enc_nf")
 
 
 @dataclass
@@ -197,6 +220,14 @@ class GAN2ShapeConfig:
     def flip(self, which: str, stage: int) -> bool:
         flags = self.flip1 if which == "flip1" else self.flip3
         return bool(flags[stage]) if stage < len(flags) else False
+
+    def for_pretraining(self) -> GAN2ShapeConfig:
+        """This configuration with the preset's joint-pretraining schedule (:data:`PRETRAIN`): stages, step
+        counts, flips, batch size and collected batches; everything else (losses, views, prior, sizes) kept."""
+        if self.preset not in PRETRAIN:
+            raise ValueError(f"preset {self.preset!r}: GAN2Shape published no joint pretraining for it (there is "
+                             f"one for {', '.join(PRETRAIN)})")
+        return dataclasses.replace(self, **PRETRAIN[self.preset]).validate()
 
     def scaled(self, factor: float) -> GAN2ShapeConfig:
         """Every step count (prior, steps 1-3, collected batches) times ``factor`` (at least 1; 0 stays 0)."""
@@ -450,6 +481,20 @@ def latent_offset(G, e: Tensor, offset_layers: int = 3) -> Tensor:
 # the model
 
 
+def check_pretrained(init: dict, cfg: GAN2ShapeConfig, style_dim: int) -> None:
+    """Raises a ValueError naming what differs when pretrained networks (:meth:`GAN2Shape.pretrain`'s result)
+    do not fit a run with ``cfg`` and a GAN of ``style_dim``."""
+    if not isinstance(init, dict) or "nets" not in init or "config" not in init:
+        raise ValueError("pretrained: expected the result of GAN2Shape.pretrain (a dict with 'nets' and 'config')")
+    have = {k: init["config"].get(k) for k in _NET_SHAPE}
+    want = {k: getattr(cfg, k) for k in _NET_SHAPE}
+    bad = [f"{k} {have[k]} (run: {want[k]})" for k in _NET_SHAPE if have[k] != want[k]]
+    if int(init.get("style_dim", style_dim)) != int(style_dim):
+        bad.append(f"style_dim {init.get('style_dim')} (GAN: {style_dim})")
+    if bad:
+        raise ValueError(f"pretrained: networks made for other settings: {', '.join(bad)}")
+
+
 @dataclass
 class GAN2ShapeResult:
     """What :meth:`GAN2Shape.run` returns (tensors on the CPU; images in [0, 1])."""
@@ -530,41 +575,84 @@ class GAN2Shape:
         params = [p for n in names for p in self.nets[n].parameters()]
         return torch.optim.Adam(params, lr=self.cfg.lr, betas=(0.9, 0.999), weight_decay=self.cfg.weight_decay)
 
-    def setup(self, image: Tensor, w: Tensor, gan_image: Tensor | None = None, mask: Tensor | None = None,
-              seed: int = 0) -> None:
-        """Fresh networks (seeded) and the per-image inputs: the image (3, H, W) in [0, 1] (resized to S), its
-        latent w (style_dim,) / (1, style_dim), G(w) (computed when None) and the object mask (default the
-        threshold mask of the image)."""
+    def _image_state(self, image: Tensor, w: Tensor, gan_image: Tensor | None = None,
+                     mask: Tensor | None = None, oracle=None) -> dict:
+        """One image's inputs and working state (the attributes listed in :data:`_PER_IMAGE`): the image (3, H,
+        W) in [0, 1] (resized to S), its latent w (style_dim,) / (1, style_dim), G(w) (computed when None), the
+        object mask (default the threshold mask of the image), its ellipsoid prior; no canonical prediction or
+        projected samples yet."""
         cfg, dev = self.cfg, self.device
-        self.image = _as_image(image, self.S, dev)
-        self.w = torch.as_tensor(w).to(dev, torch.float32).reshape(1, -1)
-        if self.w.shape[1] != self.G.style_dim:
-            raise ValueError(f"w: expected {self.G.style_dim} values, got {self.w.shape[1]}")
+        st = {"image": _as_image(image, self.S, dev),
+              "w": torch.as_tensor(w).to(dev, torch.float32).reshape(1, -1)}
+        if st["w"].shape[1] != self.G.style_dim:
+            raise ValueError(f"w: expected {self.G.style_dim} values, got {st['w'].shape[1]}")
         if gan_image is None:
             with torch.no_grad(), self.timer("stylegan2_forward"):
-                gan_image = (self.G(self.w, input_is_latent=True, randomize_noise=False).clamp(-1, 1) + 1) / 2
-        self.gan_image = _as_image(gan_image, self.S, dev)
-        self.x = self.image * 2 - 1  # the nets' input, [-1, 1]
-        self.gan_x = self.gan_image * 2 - 1
+                gan_image = (self.G(st["w"], input_is_latent=True, randomize_noise=False).clamp(-1, 1) + 1) / 2
+        st["gan_image"] = _as_image(gan_image, self.S, dev)
+        st["x"] = st["image"] * 2 - 1  # the nets' input, [-1, 1]
+        st["gan_x"] = st["gan_image"] * 2 - 1
         if mask is None:
-            mask = object_mask(self.image, threshold=cfg.mask_threshold)
-        self.mask = torch.as_tensor(mask).to(dev, torch.float32).reshape(1, 1, self.S, self.S)
-        if self.mask.sum() == 0:  # nothing above the threshold: use the whole image for the prior
-            self.mask = torch.ones_like(self.mask)
-        self.prior = ellipsoid_depth_prior(self.mask, near=cfg.prior_near, far=cfg.prior_far,
-                                           category=cfg.category).to(dev)
-        gen = torch.Generator().manual_seed(int(seed))
+            mask = object_mask(st["image"], threshold=cfg.mask_threshold)
+        m = torch.as_tensor(mask).to(dev, torch.float32).reshape(1, 1, self.S, self.S)
+        if m.sum() == 0:  # nothing above the threshold: use the whole image for the prior
+            m = torch.ones_like(m)
+        st["mask"] = m
+        st["prior"] = ellipsoid_depth_prior(m, near=cfg.prior_near, far=cfg.prior_far, category=cfg.category).to(dev)
+        st.update(canon=None, canon_mask=None, proj=None, proj_mask=None, _proj_idx=0, pseudo_keep=None,
+                  oracle=oracle)
+        return st
+
+    def _build_nets(self, seed: int, init: dict | None = None) -> None:
+        """Fresh networks (seeded), or ``init``'s weights (a ``nets`` state dict of :meth:`pretrain`)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            self.nets = build_networks(self.S, self.G.style_dim, cfg.nf, cfg.zdim, cfg.enc_nf).to(dev)
-        self.gen = gen
-        self.view_mean = self.stats.view_mean.to(dev) if cfg.add_mean_view else torch.zeros(6, device=dev)
-        self.light_mean = self.stats.light_mean.to(dev) if cfg.add_mean_light else torch.zeros(4, device=dev)
-        self.canon_mask = None
+            self.nets = build_networks(self.S, self.G.style_dim, self.cfg.nf, self.cfg.zdim,
+                                       self.cfg.enc_nf).to(self.device)
+        if init is not None:
+            check_pretrained(init, self.cfg, self.G.style_dim)
+            self.nets.load_state_dict(init["nets"])
+
+    def _reset_run_state(self, seed: int) -> None:
+        dev = self.device
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.view_mean = self.stats.view_mean.to(dev) if self.cfg.add_mean_view else torch.zeros(6, device=dev)
+        self.light_mean = self.stats.light_mean.to(dev) if self.cfg.add_mean_light else torch.zeros(4, device=dev)
         self.losses: dict = {}
-        self.proj = self.proj_mask = None
-        self.pseudo_keep = None
-        self._proj_idx = 0
+        self._states, self._cur = None, None
+
+    def setup(self, image: Tensor, w: Tensor, gan_image: Tensor | None = None, mask: Tensor | None = None,
+              seed: int = 0, init: dict | None = None) -> None:
+        """Networks (fresh and seeded, or ``init``'s pretrained weights) and the per-image inputs (see
+        :meth:`_image_state`)."""
+        self.__dict__.update(self._image_state(image, w, gan_image, mask, self.oracle))
+        self._build_nets(seed, init)
+        self._reset_run_state(seed)
+
+    # -- several images (joint pretraining) ---------------------------------------------------------------
+    def _select(self, k: int) -> None:
+        """Makes image ``k`` of the joint set the current one (its working state is kept for the next visit;
+        GAN2Shape's ``next_image``). No-op for a single image."""
+        if self._states is None or k == self._cur:
+            return
+        if self._cur is not None:
+            self._states[self._cur].update({a: getattr(self, a) for a in _PER_IMAGE})
+        self.__dict__.update(self._states[k])
+        self._cur = k
+
+    def _advance(self) -> None:
+        """Joint mode: the next image of a random order, reshuffled after every pass (GAN2Shape's
+        ``next_image``); called at the start of every iteration of steps 1, 2 and 3. No-op for one image."""
+        if self._states is None:
+            return
+        self._pos += 1
+        if self._pos >= len(self._order):
+            self._pos = 0
+            self._order = torch.randperm(len(self._states), generator=self.gen).tolist()
+        self._select(self._order[self._pos])
+
+    def _indices(self) -> list:
+        return [None] if self._states is None else list(range(len(self._states)))
 
     # -- forward pieces -----------------------------------------------------------------------------------
     def _view(self, raw: Tensor) -> Tensor:
@@ -649,6 +737,7 @@ class GAN2Shape:
         opt = self._adam(*names)
         hist = []
         for _ in self._bar(steps, f"{key} ({', '.join(names)})"):
+            self._advance()
             loss = loss_fn()
             with self.timer(timer):
                 opt.zero_grad(set_to_none=True)
@@ -750,13 +839,18 @@ class GAN2Shape:
     def step2(self, steps: int, key: str = "step2") -> list:
         """Step 2: trains E on pseudo samples, then collects ``collect_iters`` batches of projected samples.
         With an ``oracle`` (:meth:`run`) E is not trained and the projected samples are the oracle's images
-        in the pseudo samples' random views and lights."""
+        in the pseudo samples' random views and lights. Joint mode: every image's canonical prediction is
+        recorded first (GAN2Shape's ``step1_collect``), each training iteration takes the next image, and the
+        collected batches are shared out over the images (each keeps its own projected samples)."""
         c = self.cfg
-        self._prepare_canonical()
+        for k in self._indices():
+            self._select(k)
+            self._prepare_canonical()
         hist = []
         if self.oracle is None:
             opt = self._adam("offset")
             for _ in self._bar(steps, f"{key} (offset encoder)"):
+                self._advance()
                 pseudo, mask = self.sample_pseudo(c.batch_size)
                 l_img, reg, latent, img = self.step2_loss(pseudo, mask, parts=True)
                 opt.zero_grad(set_to_none=True)
@@ -764,24 +858,36 @@ class GAN2Shape:
                 opt.step()
                 hist.append(l_img.item() + reg.item())
         self.losses[key] = hist
+        ks = self._indices()
+        share = [c.collect_iters // len(ks) + (i < c.collect_iters % len(ks)) for i in range(len(ks))]
+        bar = self._bar(c.collect_iters, f"{key} collect" + (" (oracle)" if self.oracle else ""))
+        bar = iter(bar)
+        for k, n in zip(ks, share):
+            self._select(k)
+            self._collect(n, bar)
+        next(bar, None)  # (closes the bar)
+        return hist
+
+    @torch.no_grad()
+    def _collect(self, n: int, bar) -> None:
+        """``n`` batches of projected samples of the current image (the oracle's images with an oracle)."""
         projs, masks, keep = [], [], None
-        with torch.no_grad():
-            for _ in self._bar(c.collect_iters, f"{key} collect" + (" (oracle)" if self.oracle else "")):
-                views, lights = self._random_views_lights(c.batch_size)
-                pseudo, mask = self._render_pseudo(views, lights)
-                if self.oracle is None:
-                    proj, _ = self.project(pseudo)
-                else:
-                    proj, mask = self.oracle(views, lights)
-                    proj, mask = proj.to(self.device), mask.to(self.device).reshape(proj.shape[0], 1, self.S, self.S)
-                projs.append(proj)
-                masks.append(mask)
-                if keep is None:
-                    keep = (pseudo[:8].cpu(), proj[:8].cpu())
+        for _ in range(n):
+            next(bar, None)
+            views, lights = self._random_views_lights(self.cfg.batch_size)
+            pseudo, mask = self._render_pseudo(views, lights)
+            if self.oracle is None:
+                proj, _ = self.project(pseudo)
+            else:
+                proj, mask = self.oracle(views, lights)
+                proj, mask = proj.to(self.device), mask.to(self.device).reshape(proj.shape[0], 1, self.S, self.S)
+            projs.append(proj)
+            masks.append(mask)
+            if keep is None:
+                keep = (pseudo[:8].cpu(), proj[:8].cpu())
         self.proj, self.proj_mask = torch.cat(projs), torch.cat(masks)
         self.pseudo_keep = keep
         self._proj_idx = 0
-        return hist
 
     # -- step 3 -------------------------------------------------------------------------------------------
     def _proj_batch(self) -> tuple[Tensor, Tensor]:
@@ -850,36 +956,120 @@ class GAN2Shape:
             times={}, nets=self.nets)
 
     def run(self, image: Tensor, w: Tensor, gan_image: Tensor | None = None, mask: Tensor | None = None,
-            seed: int = 0, oracle=None) -> GAN2ShapeResult:
+            seed: int = 0, oracle=None, init: dict | None = None) -> GAN2ShapeResult:
         """The whole per-image algorithm (step 0, then ``num_stages`` x steps 1, 2, 3); see :meth:`setup` for
         the inputs. The result's ``times`` has the per-part totals (``Timer``) and the per-step wall times.
 
         ``oracle``: a DIAGNOSTIC, not GAN2Shape: ``oracle(views (n, 6), lights (n, 4)) -> (images (n, 3, S, S)
         in [0, 1], masks (n, S, S))`` replaces the projected samples G(w + dw) by these images (e.g. exact
         renderings of the true object: what a perfect GAN would give), and step 2 trains no encoder. It
-        separates what the pipeline can do from what the GAN gives it."""
+        separates what the pipeline can do from what the GAN gives it.
+
+        ``init``: pretrained networks (:meth:`pretrain`'s result): the run starts from them and skips step 0
+        (the ellipsoid prior), as GAN2Shape's per-image runs with ``pretrain`` and ``reset_weight`` do."""
         self.oracle = oracle
         self.timer = Timer(self.device)
         wall = {}
         t_all = time.perf_counter()
         with frozen(self.G, self.D, self.perceptual if isinstance(self.perceptual, torch.nn.Module) else None):
-            self.setup(image, w, gan_image, mask, seed)
-            t = time.perf_counter()
-            self.fit_prior()
-            wall["step0"] = time.perf_counter() - t
+            self.setup(image, w, gan_image, mask, seed, init)
+            if init is None:
+                t = time.perf_counter()
+                self.fit_prior()
+                wall["step0"] = time.perf_counter() - t
             for stage in range(self.cfg.num_stages):
-                s1, s2, s3 = self.cfg.steps(stage)
-                pre = f"stage{stage + 1}/"
-                t = time.perf_counter()
-                self.step1(s1, self.cfg.flip("flip1", stage), key=pre + "step1")
-                wall[pre + "step1"] = time.perf_counter() - t
-                t = time.perf_counter()
-                self.step2(s2, key=pre + "step2")
-                wall[pre + "step2"] = time.perf_counter() - t
-                t = time.perf_counter()
-                self.step3(s3, self.cfg.flip("flip3", stage), key=pre + "step3")
-                wall[pre + "step3"] = time.perf_counter() - t
+                self._stage(stage, wall)
             res = self.result()
         wall["total"] = time.perf_counter() - t_all
         res.times = {"steps": {k: round(v, 4) for k, v in wall.items()}, "parts": self.timer.summary()}
         return res
+
+    def _stage(self, stage: int, wall: dict) -> None:
+        """Steps 1, 2 and 3 of ``stage`` (0-based); their wall times go into ``wall``."""
+        s1, s2, s3 = self.cfg.steps(stage)
+        pre = f"stage{stage + 1}/"
+        for name, fn in (("step1", lambda: self.step1(s1, self.cfg.flip("flip1", stage), key=pre + "step1")),
+                         ("step2", lambda: self.step2(s2, key=pre + "step2")),
+                         ("step3", lambda: self.step3(s3, self.cfg.flip("flip3", stage), key=pre + "step3"))):
+            t = time.perf_counter()
+            fn()
+            wall[pre + name] = time.perf_counter() - t
+
+    def pretrain(self, images: Tensor, latents: Tensor, gan_images: Tensor | None = None, seed: int = 0,
+                 oracles: list | None = None, resume: dict | None = None, on_stage=None) -> dict:
+        """GAN2Shape's JOINT PRETRAINING (``joint_train``; ``configs/*_pretrain.yml``): one set of D, A, V, L, E
+        networks trained on a list of images (n, 3, H, W) in [0, 1] with their latents (n, style_dim), with
+        the schedule of ``self.cfg`` (:meth:`GAN2ShapeConfig.for_pretraining`):
+
+        - step 0 fits D to the ellipsoid prior of the FIRST image only;
+        - every iteration of steps 1, 2 and 3 takes the next image of a random order reshuffled after each
+          pass (``next_image``); before step 2 every image's canonical depth, albedo and light are recorded
+          (``step1_collect``) and each image's pseudo samples come from its own record; the ``collect_iters``
+          collected batches are shared out over the images (each needs at least one: collect_iters >= n), and
+          step 3 takes the current image's projected samples.
+
+        (The published step 2 drew every image's pseudo samples with the ambient / diffuse light of the last
+        image of ``step1_collect``, an oversight; here each image uses its own.) ``oracles[k]``: the
+        diagnostic oracle of image k (:meth:`run`; then E is not trained). ``resume``: a checkpoint given to
+        ``on_stage`` by an interrupted call with the same inputs: the finished stages are skipped.
+        ``on_stage(checkpoint)`` is called after step 0 and after every stage with a dict of everything needed
+        to resume (for an atomic save).
+
+        Returns ``{"nets": state dict, "config": ..., "style_dim": ..., "losses": ..., "times": ...}``, the
+        ``init`` of :meth:`run` (per-image runs then start from these weights and skip step 0)."""
+        n = len(images)
+        if n < 1:
+            raise ValueError("pretrain: expected at least one image")
+        if len(latents) != n or (gan_images is not None and len(gan_images) != n):
+            raise ValueError(f"pretrain: {n} images but {len(latents)} latents"
+                             + ("" if gan_images is None else f" and {len(gan_images)} GAN images"))
+        if oracles is not None and len(oracles) != n:
+            raise ValueError(f"pretrain: {n} images but {len(oracles)} oracles")
+        if self.cfg.collect_iters < n:
+            raise ValueError(f"collect_iters: the joint pretraining shares its {self.cfg.collect_iters} collected "
+                             f"batches out over the images, so it needs at least one per image ({n})")
+        self.timer = Timer(self.device)
+        wall: dict = {}
+        self._t_all = time.perf_counter() - (float(resume["wall"].get("total", 0.0)) if resume else 0.0)
+        with frozen(self.G, self.D, self.perceptual if isinstance(self.perceptual, torch.nn.Module) else None):
+            states = [self._image_state(images[k], latents[k], None if gan_images is None else gan_images[k],
+                                        oracle=None if oracles is None else oracles[k]) for k in range(n)]
+            self._build_nets(seed)
+            self._reset_run_state(seed)
+            self._states, self._order, self._pos = states, list(range(n)), -1
+            self._select(0)
+            self.oracle = states[0]["oracle"]
+            first_stage = 0
+            if resume is not None:
+                self.nets.load_state_dict(resume["nets"])
+                self.gen.set_state(resume["gen"])
+                self._order, self._pos = list(resume["order"]), int(resume["pos"])
+                self.losses = dict(resume["losses"])
+                wall.update(resume["wall"])
+                first_stage = int(resume["stages_done"])
+            else:
+                t = time.perf_counter()
+                self.fit_prior()
+                wall["step0"] = time.perf_counter() - t
+                if on_stage is not None:
+                    on_stage(self._pretrain_checkpoint(0, wall))
+            for stage in range(first_stage, self.cfg.num_stages):
+                self._stage(stage, wall)
+                if on_stage is not None:
+                    on_stage(self._pretrain_checkpoint(stage + 1, wall))
+            self._select(0)
+            self._states = None
+        wall["total"] = time.perf_counter() - self._t_all
+        return {"nets": self._nets_copy(),
+                "config": self.cfg.to_dict(), "style_dim": int(self.G.style_dim), "images": n,
+                "losses": dict(self.losses), "times": {"steps": {k: round(v, 4) for k, v in wall.items()},
+                                                       "parts": self.timer.summary()}}
+
+    def _nets_copy(self) -> dict:
+        """A CPU copy of the networks' state (``.cpu()`` alone would alias the live CPU tensors)."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.nets.state_dict().items()}
+
+    def _pretrain_checkpoint(self, stages_done: int, wall: dict) -> dict:
+        return {"stages_done": stages_done, "nets": self._nets_copy(),
+                "gen": self.gen.get_state(), "order": list(self._order), "pos": self._pos,
+                "losses": dict(self.losses), "wall": dict(wall, total=time.perf_counter() - self._t_all)}

@@ -42,7 +42,7 @@ import torch
 
 import voxrender as vr
 
-from .invert import invert
+from .invert import invert, resize
 from .model import (
     GAN2Shape,
     GAN2ShapeConfig,
@@ -53,8 +53,9 @@ from .model import (
 from .records import ImageRecords, digest
 from .renderer import BORDER_DEPTH, intrinsics, reconstruct
 
-__all__ = ["evaluate_synthetic", "generate", "load_gan", "load_own_image", "make_perceptual", "mesh_from_depth",
-           "relight_images", "rotation_frames", "run_images", "sample_latents", "save_result"]
+__all__ = ["PRETRAIN_FORMAT", "evaluate_synthetic", "generate", "load_gan", "load_own_image", "load_pretrained",
+           "make_perceptual", "mesh_from_depth", "pretrain_images", "pretrained_digest", "relight_images",
+           "rotation_frames", "run_images", "sample_latents", "save_result"]
 
 
 def load_gan(path, device="cpu"):
@@ -247,10 +248,13 @@ def _describe_times(times: dict) -> str:
     return ", ".join(f"{k} {v['seconds']:.2f}s" for k, v in top)
 
 
-def run_key(G, D, config: GAN2ShapeConfig, perceptual=None, stats: ViewLightStats | None = None) -> dict:
-    """What every image of a run shares, for the resume records (:mod:`.records`)."""
+def run_key(G, D, config: GAN2ShapeConfig, perceptual=None, stats: ViewLightStats | None = None,
+            init: dict | None = None) -> dict:
+    """What every image of a run shares, for the resume records (:mod:`.records`); ``init``: the pretrained
+    networks the images start from."""
     return {"config": config.to_dict(), "gan": digest(G, D), "perceptual": digest(perceptual),
-            "stats": digest(*(dataclasses.astuple(stats) if stats is not None else ()))}
+            "stats": digest(*(dataclasses.astuple(stats) if stats is not None else ())),
+            "pretrained": pretrained_digest(init)}
 
 
 def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: torch.Tensor, out, *,
@@ -258,7 +262,7 @@ def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: tor
                perceptual=None, stats: ViewLightStats | None = None, seed: int = 0, progress: bool = True,
                extra: list | None = None, save: bool = True, log=print, records: ImageRecords | None = None,
                keys: list | None = None, record_extra: list | None = None, done: list | None = None,
-               oracles: list | None = None) -> list:
+               oracles: list | None = None, init: dict | None = None) -> list:
     """Runs GAN2Shape on each image (n, 3, H, W) in [0, 1] with its latent (n, style_dim); writes the outputs
     of image k to ``out/names[k]`` (default ``image_000`` ...) when ``save``. The seed of image k is
     ``seed + k``. Returns the :class:`GAN2ShapeResult` list.
@@ -266,7 +270,8 @@ def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: tor
     ``records``: after each image its result goes into ``records`` under ``keys[k]`` (with
     ``record_extra[k]``). ``done[k]``: a result found there by the caller (``--resume``; the caller loads
     the records because it skips the image's inversion too): taken as it is instead of running the image.
-    ``oracles[k]``: the diagnostic oracle of image k (:meth:`GAN2Shape.run`)."""
+    ``oracles[k]``: the diagnostic oracle of image k (:meth:`GAN2Shape.run`). ``init``: pretrained networks
+    (:func:`load_pretrained`) every image starts from (then step 0 is skipped)."""
     if records is not None and keys is None:
         raise ValueError("run_images: records need the images' keys")
     model = GAN2Shape(G, D, config, device=device, perceptual=perceptual, stats=stats, progress=progress)
@@ -281,7 +286,7 @@ def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: tor
             continue
         model.desc = f"[{k + 1}/{len(images)}] "
         res = model.run(images[k], latents[k], None if gan_images is None else gan_images[k], seed=seed + k,
-                        oracle=None if oracles is None else oracles[k])
+                        oracle=None if oracles is None else oracles[k], init=init)
         res.nets = None  # free the networks
         if save:
             path = save_result(res, Path(out) / names[k], config, None if extra is None else extra[k])
@@ -290,6 +295,92 @@ def run_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: tor
             records.save(names[k], keys[k], res, None if record_extra is None else record_extra[k])
         results.append(res)
     return results
+
+
+PRETRAIN_FORMAT = "voxrender-gan2shape-pretrained-1"
+
+
+def load_pretrained(path) -> dict:
+    """Pretrained GAN2Shape networks written by :func:`pretrain_images` (``OUT/pretrained.pt``), with clear
+    errors for a missing or foreign file."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"--pretrained: no file at {p} (OUT/pretrained.pt of `voxrender pretrain-gan2shape`)")
+    d = torch.load(p, map_location="cpu", weights_only=False)
+    if not isinstance(d, dict) or d.get("format") != PRETRAIN_FORMAT:
+        raise ValueError(f"--pretrained {p}: not pretrained GAN2Shape networks (OUT/pretrained.pt of "
+                         f"`voxrender pretrain-gan2shape`)")
+    return d
+
+
+def pretrained_digest(init: dict | None) -> str | None:
+    """A short fingerprint of pretrained networks (for the resume records of the runs that start from them)."""
+    return None if init is None else digest(*init["nets"].values())
+
+
+@torch.no_grad()
+def _pretrain_picture(model: GAN2Shape, images: torch.Tensor, path, n: int = 8) -> None:
+    """A PNG grid of the pretrained networks on the first ``n`` training images, one column each; rows: input,
+    reconstruction (predicted view and light), canonical shape, canonical depth."""
+    from voxrender.io import colorize, image_grid, save_png
+
+    k = min(n, len(images))
+    x = resize(images[:k].to(model.device), model.S) * 2 - 1
+    p = model.predict(x)
+    rec = reconstruct(p["depth"], p["albedo"], p["view"], p["light"], clamp=True)
+    rows = [list((x.cpu() + 1) / 2), list(rec.image.clamp(0, 1).cpu()),
+            [shape_image(nrm) for nrm in rec.canon_normal.cpu()],
+            [colorize(d, d < BORDER_DEPTH - 1e-4) for d in p["depth"].cpu()]]
+    save_png(image_grid([c for row in rows for c in row], k, scale=max(1, 128 // model.S)), path)
+
+
+def pretrain_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: torch.Tensor, out, *,
+                    gan_images: torch.Tensor | None = None, device=None, perceptual=None,
+                    stats: ViewLightStats | None = None, seed: int = 0, progress: bool = True, oracles=None,
+                    resume: bool = False, key: dict | None = None, log=print) -> dict:
+    """GAN2Shape's joint pretraining (:meth:`GAN2Shape.pretrain`, ``config`` already with the pretraining
+    schedule) on ``images`` (n, 3, H, W) in [0, 1] with their latents; writes into ``out``:
+
+    - ``pretrained.pt``: the networks (``--pretrained`` of ``gan2shape`` / ``eval-gan2shape``), the
+      configuration, the losses and times;
+    - ``pretrain.json``: the same without the weights (losses first / last per step, times, settings);
+    - ``pretrained.png``: the networks on the first 8 training images (input | recon | shape | depth);
+    - ``checkpoint.pt`` after step 0 and after every stage (atomic): ``resume=True`` continues from it
+      when it was made with the same settings (``key``: what else identifies the run, e.g. the images'
+      digest), else it is an error that names what differs.
+
+    Returns the pretrained dict."""
+    from voxrender.training import atomic_save
+
+    from .records import RecordMismatch, check_key
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    full_key = {**run_key(G, D, config, perceptual, stats), "seed": seed, "images": digest(images),
+                "latents": digest(latents), "oracle_samples": oracles is not None, **(key or {})}
+    ck_path = out / "checkpoint.pt"
+    ck = None
+    if resume and ck_path.is_file():
+        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+        if not isinstance(ck, dict) or ck.get("format") != PRETRAIN_FORMAT + "-checkpoint":
+            raise RecordMismatch(f"--resume: {ck_path} is not a GAN2Shape pretraining checkpoint")
+        check_key(ck_path, ck["key"], full_key)
+        log(f"resuming the pretraining from {ck_path}: {ck['stages_done']} of {config.num_stages} stage(s) done")
+
+    def save(c):
+        atomic_save({"format": PRETRAIN_FORMAT + "-checkpoint", "key": full_key, **c}, ck_path)
+
+    model = GAN2Shape(G, D, config, device=device, perceptual=perceptual, stats=stats, progress=progress)
+    res = model.pretrain(images, latents, gan_images, seed=seed, oracles=oracles, resume=ck, on_stage=save)
+    res = {"format": PRETRAIN_FORMAT, "key": full_key, **res}
+    atomic_save(res, out / "pretrained.pt")
+    info = {k: v for k, v in res.items() if k not in ("nets", "losses")}
+    info["losses"] = _losses_json(res["losses"])
+    (out / "pretrain.json").write_text(json.dumps(info, indent=1))
+    _pretrain_picture(model, images, out / "pretrained.png")
+    log(f"pretrained on {len(images)} image(s) in {res['times']['steps']['total']:.1f} s "
+        f"({_describe_times(res['times'])}) -> {out / 'pretrained.pt'}")
+    return res
 
 
 def _face_oracle(batch: dict, k: int):
@@ -312,7 +403,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
                        stats: ViewLightStats | None = None, seed: int = 0, invert_steps: int = 200,
                        invert_lr: float = 0.05, data_seed: int = 0, mean_depth_items: int = 256,
                        save_images: bool = False, progress: bool = True, log=print, resume: bool = False,
-                       oracle_samples: bool = False) -> dict:
+                       oracle_samples: bool = False, init: dict | None = None) -> dict:
     """SIDE / MAD of GAN2Shape on ``n`` held-out synthetic faces (``SyntheticFaces(split="test")`` at the
     config's image size), each inverted into W (:func:`invert.invert`, ``invert_steps`` steps), against the
     ground-truth view depth, as Unsup3d evaluates: the predicted depth is the reconstruction's depth in the
@@ -329,7 +420,8 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     ``oracle_samples``: the DIAGNOSTIC upper bound (not GAN2Shape): the projected samples are exact renderings
     of each face's ground-truth canonical depth and albedo in the pseudo samples' random views and lights
     (what a perfect GAN would give), so the pipeline's renderer, networks, losses and schedule are measured
-    without the GAN; ``metrics.json`` says so (``"oracle_samples": true``)."""
+    without the GAN; ``metrics.json`` says so (``"oracle_samples": true``). ``init``: pretrained networks
+    (:func:`load_pretrained`) every face starts from (step 0 skipped); ``metrics.json`` records them."""
     from voxrender.data.faces import SyntheticFaces
 
     from .metrics import SIDE_SCALE, evaluate_baselines, evaluate_depth, format_metrics
@@ -344,7 +436,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     batch = ds.get_batch(range(n))
     images, gt_depth, gt_mask = batch["image"], batch["depth"], batch["mask"]
     dev = next(G.parameters()).device
-    records = ImageRecords(out, run_key(G, D, config, perceptual, stats), resume)
+    records = ImageRecords(out, run_key(G, D, config, perceptual, stats, init), resume)
     names = [f"test_{k:04d}" for k in range(n)]
     keys = [{"seed": seed + k, "image": digest(images[k]), "invert": [invert_steps, invert_lr]} for k in range(n)]
     oracles = None
@@ -371,7 +463,8 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     results = run_images(G, D, config, images, torch.stack(ws), out / "images", gan_images=torch.stack(gan_ims),
                          device=device, perceptual=perceptual, stats=stats, seed=seed, progress=progress,
                          names=names, save=save_images, log=log, records=records, keys=keys,
-                         record_extra=[{"invert_loss": list(v)} for v in inv_losses], done=done, oracles=oracles)
+                         record_extra=[{"invert_loss": list(v)} for v in inv_losses], done=done, oracles=oracles,
+                         init=init)
     pred = torch.stack([r.view_depth for r in results])
     ev = evaluate_depth(pred, gt_depth)
     mean_gt = SyntheticFaces(mean_depth_items, size=S, seed=data_seed, split="train").mean_depth(mean_depth_items)
@@ -402,6 +495,8 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
         "baselines": {k: summary(v) for k, v in base.items()},
         "per_image": per_image,
         "oracle_samples": bool(oracle_samples),
+        "pretrained": None if init is None else {"digest": pretrained_digest(init), "images": init.get("images"),
+                                                 "config": init.get("config"), "key": init.get("key")},
         "n": n, "image_size": S, "data": {"dataset": "SyntheticFaces", "split": "test", "seed": data_seed},
         "protocol": "Unsup3d: depth in the predicted input view vs ground-truth view depth; eroded intersection "
                     "of gt (depth < max) and predicted (recon depth < 1.2) masks; SIDE x 1e-2, MAD degrees; "

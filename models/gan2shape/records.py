@@ -49,6 +49,15 @@ def digest(*items) -> str:
     return h.hexdigest()[:20]
 
 
+def check_key(path, have: dict, want: dict) -> None:
+    """Raises :class:`RecordMismatch` naming the settings that differ when a record's key ``have`` is not
+    ``want``."""
+    if have != want:
+        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        raise RecordMismatch(f"--resume: {path} was made with other settings ({', '.join(diff)} differ); resume "
+                             f"with the same options and GAN, or write to another --out")
+
+
 def result_to_dict(res: GAN2ShapeResult) -> dict:
     d = {f.name: getattr(res, f.name) for f in dataclasses.fields(res) if f.name != "nets"}
     return {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in d.items()}
@@ -78,10 +87,7 @@ class ImageRecords:
         want = self._key(key)
         if not isinstance(rec, dict) or rec.get("format") != FORMAT:
             raise RecordMismatch(f"--resume: {path} is not a GAN2Shape image record")
-        if rec["key"] != want:
-            diff = sorted(k for k in set(want) | set(rec["key"]) if want.get(k) != rec["key"].get(k))
-            raise RecordMismatch(f"--resume: {path} was made with other settings ({', '.join(diff)} differ); resume "
-                             f"with the same options and GAN, or write to another --out")
+        check_key(path, rec["key"], want)
         return GAN2ShapeResult(**rec["result"]), rec.get("extra", {})
 
     def save(self, name: str, key: dict, res: GAN2ShapeResult, extra: dict | None = None) -> Path:

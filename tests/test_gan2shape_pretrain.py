@@ -1,0 +1,214 @@
+"""GAN2Shape's joint pretraining (GAN2Shape.pretrain, pipeline.pretrain_images, `voxrender pretrain-gan2shape`)
+and per-image runs that start from its networks (--pretrained), on tiny StyleGAN2s."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from test_gan2shape import tiny_gan
+from voxrender.models.gan2shape import model as M
+from voxrender.models.gan2shape.pipeline import load_pretrained, pretrain_images
+from voxrender.models.stylegan2 import save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def gan():
+    return tiny_gan()
+
+
+@pytest.fixture(scope="module")
+def faces():
+    from voxrender.data.faces import SyntheticFaces
+
+    return SyntheticFaces(3, size=32, seed=0, split="train").get_batch(range(3))
+
+
+def latents(G, n, seed=1):
+    return G.mapping(torch.randn(n, G.style_dim, generator=torch.Generator().manual_seed(seed))).detach()
+
+
+def nets_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pretraining_schedules_are_the_published_ones():
+    c = M.GAN2ShapeConfig.from_preset("synface").for_pretraining()
+    assert (c.num_stages, c.steps(0), c.steps(1), c.batch_size, c.collect_iters) == (8, (1500,) * 3,
+                                                                                    (700, 1000, 1000), 12, 1000)
+    assert [c.flip("flip1", s) for s in range(8)] == [False] + [True] * 7
+    assert all(c.flip("flip3", s) for s in range(8))
+    assert c.prior_near == M.SYNFACE_PRIOR_NEAR and c.image_size == 64  # the rest of the preset is kept
+    c = M.GAN2ShapeConfig.from_preset("celeba").for_pretraining()
+    assert (c.num_stages, c.batch_size, c.collect_iters, c.image_size) == (4, 8, 800, 128)
+    with pytest.raises(ValueError, match="car"):
+        M.GAN2ShapeConfig.from_preset("car").for_pretraining()
+
+
+def test_pretrain_visits_every_image(gan, faces):
+    """Every image gets its own canonical record and its own projected samples; the iterations go round the
+    images; step 0 fits the FIRST image's prior."""
+    G, D = gan
+    cfg = M.GAN2ShapeConfig.from_preset("tiny").for_pretraining()
+    m = M.GAN2Shape(G, D, cfg)
+    seen, sizes = [], []
+    step3_loss = m.step3_loss
+
+    def spy(flip):  # which image each step-3 iteration trains on, and how many projected samples it has
+        seen.append(m._cur)
+        sizes.append(m.proj.shape[0])
+        return step3_loss(flip)
+
+    m.step3_loss = spy
+    res = m.pretrain(faces["image"], latents(G, 3))
+    assert len(res["losses"]["step0"]) == cfg.prior_steps
+    for stage, (s1, s2, s3) in enumerate((cfg.steps(0), cfg.steps(1))):
+        assert [len(res["losses"][f"stage{stage + 1}/step{i}"]) for i in (1, 2, 3)] == [s1, s2, s3]
+    # 3 + 2 step-3 iterations over 3 images: the first pass visits all three (a permutation)
+    assert sorted(seen[:3]) == [0, 1, 2] and len(seen) == 5
+    # collect_iters 4 batches of 2 over 3 images: 2, 1, 1 batches
+    assert sorted(set(sizes)) == [2, 4]
+    st = m.__dict__  # after the run the first image is current again and no joint state is left
+    assert st["_states"] is None and torch.equal(m.image, M._as_image(faces["image"][0], 32, "cpu"))
+    assert set(res) >= {"nets", "config", "style_dim", "losses", "times"} and res["images"] == 3
+
+
+def test_pretrain_errors(gan, faces):
+    G, D = gan
+    cfg = M.GAN2ShapeConfig.from_preset("tiny").for_pretraining()
+    m = M.GAN2Shape(G, D, cfg)
+    with pytest.raises(ValueError, match="latents"):
+        m.pretrain(faces["image"], latents(G, 2))
+    few = dataclasses.replace(cfg, collect_iters=2)
+    with pytest.raises(ValueError, match="collect_iters"):
+        M.GAN2Shape(G, D, few).pretrain(faces["image"], latents(G, 3))
+
+
+def test_pretrain_resumes_to_the_same_weights(gan, faces):
+    """A pretraining resumed from its checkpoint after stage 1 ends with exactly the weights of an
+    uninterrupted one (the checkpoint holds everything the later stages depend on)."""
+    G, D = gan
+    cfg = M.GAN2ShapeConfig.from_preset("tiny").for_pretraining()
+    w = latents(G, 3)
+    cks = []
+    full = M.GAN2Shape(G, D, cfg).pretrain(faces["image"], w, seed=4, on_stage=cks.append)
+    assert [c["stages_done"] for c in cks] == [0, 1, 2]
+    resumed = M.GAN2Shape(G, D, cfg).pretrain(faces["image"], w, seed=4, resume=cks[1])
+    assert nets_equal(full["nets"], resumed["nets"])
+    assert resumed["losses"].keys() == full["losses"].keys()
+    other = M.GAN2Shape(G, D, cfg).pretrain(faces["image"], w, seed=5)
+    assert not nets_equal(full["nets"], other["nets"])
+
+
+def test_run_from_pretrained_weights(gan, faces):
+    """A per-image run with ``init`` starts from exactly those weights and skips step 0; networks of another
+    size are refused with the reason."""
+    G, D = gan
+    init = M.GAN2Shape(G, D, M.GAN2ShapeConfig.from_preset("tiny").for_pretraining()).pretrain(
+        faces["image"], latents(G, 3))
+    cfg = M.GAN2ShapeConfig.from_preset("tiny", steps_first=(0, 0, 0), num_stages=1)
+    res = M.GAN2Shape(G, D, cfg).run(faces["image"][0], latents(G, 1)[0], init=init)
+    assert "step0" not in res.losses
+    assert nets_equal(init["nets"], res.nets.state_dict())
+    res = M.GAN2Shape(G, D, M.GAN2ShapeConfig.from_preset("tiny")).run(faces["image"][0], latents(G, 1)[0],
+                                                                         init=init)
+    assert not nets_equal(init["nets"], res.nets.state_dict()) and "step0" not in res.losses
+    with pytest.raises(ValueError, match="image_size 32 .run: 64"):
+        M.check_pretrained(init, M.GAN2ShapeConfig.from_preset("tiny", image_size=64), G.style_dim)
+    with pytest.raises(ValueError, match="style_dim"):
+        M.check_pretrained(init, M.GAN2ShapeConfig.from_preset("tiny"), G.style_dim * 2)
+
+
+def test_pretrain_images_writes_and_resumes(tmp_path, gan, faces):
+    G, D = gan
+    cfg = M.GAN2ShapeConfig.from_preset("tiny").for_pretraining()
+    w = latents(G, 3)
+    res = pretrain_images(G, D, cfg, faces["image"], w, tmp_path, progress=False, log=lambda *a: None)
+    for name in ("pretrained.pt", "pretrain.json", "pretrained.png", "checkpoint.pt"):
+        assert (tmp_path / name).is_file(), name
+    info = json.loads((tmp_path / "pretrain.json").read_text())
+    assert info["images"] == 3 and "stage2/step3" in info["losses"] and "nets" not in info
+    init = load_pretrained(tmp_path / "pretrained.pt")
+    assert nets_equal(init["nets"], res["nets"])
+    # --resume: the checkpoint after the last stage leaves nothing to do and gives the same weights
+    again = pretrain_images(G, D, cfg, faces["image"], w, tmp_path, progress=False, resume=True, log=lambda *a: None)
+    assert nets_equal(again["nets"], res["nets"])
+    from voxrender.models.gan2shape.records import RecordMismatch
+
+    with pytest.raises(RecordMismatch, match="seed"):
+        pretrain_images(G, D, cfg, faces["image"], w, tmp_path, progress=False, resume=True, seed=9)
+    with pytest.raises(ValueError, match="not pretrained GAN2Shape"):
+        load_pretrained(tmp_path / "checkpoint.pt")
+    with pytest.raises(FileNotFoundError, match="pretrain-gan2shape"):
+        load_pretrained(tmp_path / "nope.pt")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, gan):
+    path = tmp_path_factory.mktemp("g2sp") / "tiny.pt"
+    save_checkpoint(path, *gan)
+    return path
+
+
+def test_cli_pretrain_then_eval(tmp_path, run_cli, ckpt):
+    pre = tmp_path / "pre"
+    r = run_cli("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "3", "--out", str(pre),
+                "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert (pre / "pretrained.pt").is_file() and "--pretrained" in r.stdout
+    ev = tmp_path / "ev"
+    r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "1", "--out", str(ev),
+                "--invert-steps", "2", "--mean-depth-n", "4", "--no-progress", "--pretrained", str(pre / "pretrained.pt"))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((ev / "metrics.json").read_text())
+    assert m["pretrained"]["images"] == 3 and m["pretrained"]["key"]["data"][0] == "samples"
+    # its resume records are keyed by the pretrained networks: without them the records do not match
+    r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "1", "--out", str(ev),
+                "--invert-steps", "2", "--mean-depth-n", "4", "--no-progress", "--resume")
+    assert r.returncode != 0 and "pretrained" in r.stderr
+    # the oracle diagnostic and the synthetic training faces
+    r = run_cli("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "2", "--out",
+                str(tmp_path / "or"), "--no-progress", "--data", "synthetic-faces", "--oracle-samples")
+    assert r.returncode == 0, r.stderr
+    assert "ORACLE" in r.stdout
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--samples", "1", "--out", str(tmp_path / "g"),
+                "--no-progress", "--pretrained", str(tmp_path / "or" / "pretrained.pt"))
+    assert r.returncode == 0, r.stderr
+    assert "step0" not in json.loads((tmp_path / "g" / "sample_000" / "result.json").read_text())["losses"]
+
+
+def test_cli_pretrain_errors(tmp_path, run_cli, ckpt):
+    r = run_cli("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--oracle-samples", "--out",
+                str(tmp_path))
+    assert r.returncode != 0 and "--data synthetic-faces" in r.stderr
+    r = run_cli("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "5", "--out", str(tmp_path))
+    assert r.returncode != 0 and "--n 5" in r.stderr
+    r = run_cli("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "car", "--out", str(tmp_path))
+    assert r.returncode != 0 and "no joint pretraining" in r.stderr
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--pretrained", str(tmp_path / "x.pt"),
+                "--out", str(tmp_path))
+    assert r.returncode != 0 and "x.pt" in r.stderr
+    pre = tmp_path / "pre"
+    assert run_cli("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "2", "--out", str(pre),
+                   "--no-progress").returncode == 0
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--image-size", "64", "--pretrained",
+                str(pre / "pretrained.pt"), "--out", str(tmp_path / "o"))
+    assert r.returncode != 0 and "image_size 32" in r.stderr
+
+
+def test_cli_pretrain_on_inverted_training_faces(tmp_path, run_cli, ckpt):
+    """--data synthetic-faces: each training face is inverted into W once; --resume reuses the inversions."""
+    out = tmp_path / "faces"
+    args = ("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "2", "--out", str(out),
+            "--no-progress", "--data", "synthetic-faces", "--invert-steps", "3")
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    inv = torch.load(out / "inversions.pt", weights_only=False)
+    assert sorted(inv["done"]) == [0, 1] and inv["done"][0][0].shape == (32,)
+    first = load_pretrained(out / "pretrained.pt")
+    assert first["key"]["data"] == ["synthetic-faces", "train", 0]
+    r = run_cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert nets_equal(first["nets"], load_pretrained(out / "pretrained.pt")["nets"])
