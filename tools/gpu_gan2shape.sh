@@ -6,6 +6,7 @@
 #
 #   OUT=dir bash tools/gpu_gan2shape.sh train MINUTES [extra train args]   # trains / resumes runs/sg2
 #   OUT=dir bash tools/gpu_gan2shape.sh eval MINUTES N [extra eval args]   # eval-gan2shape --resume on N faces
+#   PRETRAIN_N=200 PRETRAIN_SCALE=0.5 OUT=dir bash tools/gpu_gan2shape.sh eval ...  # joint pretraining first
 #
 # train: `voxrender train stylegan2` on the synthetic faces (64 px, at most 64 channels, W 256, batch 32,
 #   images cached in memory, bf16 autocast), stopping cleanly after MINUTES (--max-minutes); returns
@@ -13,6 +14,10 @@
 # eval: `voxrender eval-gan2shape` with that generator on N held-out faces for at most MINUTES (records in
 #   OUT/progress; --resume continues in the next call); returns g2s.tgz (metrics.json once all N are done,
 #   the records, the depth arrays, the pictures of the first image, log).
+#   With PRETRAIN_N set, GAN2Shape's joint pretraining (`pretrain-gan2shape` on PRETRAIN_N GAN samples,
+#   steps x PRETRAIN_SCALE, default 1, options PRETRAIN_ARGS) runs first into runs/g2s-pre (--resume: it continues from its last
+#   stage on a machine still warm; the 170 MB of weights do not travel) and every face starts from it
+#   (--pretrained); its pretrain.json and pretrained.png come back in g2s.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
@@ -48,12 +53,24 @@ eval)
   [ -f gpu-carry/sg2.tgz ] && tar xzf gpu-carry/sg2.tgz -C runs
   [ -f gpu-carry/g2s.tgz ] && tar xzf gpu-carry/g2s.tgz -C runs
   [ -f runs/sg2/stylegan2.pt ] || { echo "no runs/sg2/stylegan2.pt: run the train phase first"; exit 1; }
-  timeout --signal=INT "$((minutes * 60))" $VR eval-gan2shape --gan runs/sg2/stylegan2.pt --n "$n" \
-    --out runs/g2s-eval --resume --save-images --no-progress "$@" 2>&1 | tee runs/g2s-eval-$(date -u +%H%M).log | tail -n 30
+  end=$(($(date +%s) + minutes * 60))
+  pre=()
+  if [ -n "${PRETRAIN_N:-}" ]; then
+    [ -f runs/g2s-pre/pretrained.pt ] || timeout --signal=INT "$((end - $(date +%s)))" $VR pretrain-gan2shape \
+      --gan runs/sg2/stylegan2.pt --n "$PRETRAIN_N" --steps-scale "${PRETRAIN_SCALE:-1}" --out runs/g2s-pre \
+      --resume --no-progress ${PRETRAIN_ARGS:-} 2>&1 | tee runs/g2s-pre-$(date -u +%H%M).log | tail -n 5
+    [ -f runs/g2s-pre/pretrained.pt ] || { echo "pretraining not finished: call again (it resumes)"; }
+    pre=(--pretrained runs/g2s-pre/pretrained.pt)
+  fi
+  if [ "$(date +%s)" -lt "$end" ] && { [ -z "${PRETRAIN_N:-}" ] || [ -f runs/g2s-pre/pretrained.pt ]; }; then
+    timeout --signal=INT "$((end - $(date +%s)))" $VR eval-gan2shape --gan runs/sg2/stylegan2.pt --n "$n" \
+      --out runs/g2s-eval --resume --save-images --no-progress "${pre[@]}" "$@" 2>&1 \
+      | tee runs/g2s-eval-$(date -u +%H%M).log | tail -n 30
+  fi
   mkdir -p runs/g2s-eval
-  # everything but the per-image pictures, which come back for the first image only
+  # everything but the per-image pictures (those of the first image only) and the pretrained weights
   (cd runs && { find g2s-eval -path g2s-eval/images -prune -o -type f -print; find g2s-eval/images/test_0000 -type f 2>/dev/null;
-                ls g2s-eval-*.log; }) | tar czf "$OUT/g2s.tgz" -C runs -T -
+                ls g2s-pre/pretrain.json g2s-pre/pretrained.png g2s-*.log 2>/dev/null; }) | tar czf "$OUT/g2s.tgz" -C runs -T -
   ;;
 *)
   echo "unknown phase $phase (train or eval)"; exit 2 ;;
