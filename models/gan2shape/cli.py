@@ -243,7 +243,8 @@ def _pretrained_option(p: argparse.ArgumentParser) -> None:
                         "own face and cat runs do (default: fresh networks fitted to the ellipsoid prior)")
 
 
-def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str) -> None:
+def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str, pretrain: bool = False) -> None:
+    """The options every GAN2Shape command shares; ``pretrain``: the help texts of ``pretrain-gan2shape``."""
     p.add_argument("--gan", default="synface64", metavar="CKPT",
                    help="StyleGAN2 checkpoint in the format of rosinality/stylegan2-pytorch (keys g_ema and d; "
                         "e.g. the public CelebA / cat / car / church ones, or OUT/stylegan2.pt of `voxrender train "
@@ -251,11 +252,14 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str) -
                         "(feature losses) (default: synface64, the shipped small 64 px generator of the built-in "
                         "synthetic faces, CPU-trained: a stand-in, see docs/gan2shape.md)")
     p.add_argument("--out", default=default_out, metavar="DIR", help=f"output folder (default {default_out})")
+    schedules = ("the joint pretraining of synface (64 px, 8 stages 1500/1500/1500 then 700/1000/1000, batch 12), "
+                 "celeba and cat (128 px, 4 stages, batch 8), tiny (32 px, a few steps: tests / CI); car and church "
+                 "have none" if pretrain else
+                 "synface (64 px, 1 stage 500/500/200), celeba and cat (128 px, 4 stages 600/600/400 then "
+                 "200/500/300), car and church (128 px, 700/700/600 then 200/500/400), tiny (32 px, a few steps, "
+                 "small nets: tests / CI)")
     p.add_argument("--preset", default=default_preset, choices=PRESET_NAMES,
-                   help="published settings per dataset: synface (64 px, 1 stage 500/500/200), celeba and cat "
-                        "(128 px, 4 stages 600/600/400 then 200/500/300), car and church (128 px, 700/700/600 "
-                        "then 200/500/400), tiny (32 px, a few steps, small nets: tests / CI) "
-                        f"(default {default_preset})")
+                   help=f"published settings per dataset: {schedules} (default {default_preset})")
     p.add_argument("--image-size", type=int, default=None, metavar="S",
                    help="override the preset's image size of the networks and renderer (a power of two >= 32)")
     p.add_argument("--prior-near", type=float, default=None, metavar="Z",
@@ -269,8 +273,11 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str) -
                         "each: e.g. 0.1 for a quick run (default 1)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if "
                                                   "available, else cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the networks' initialisation and of the pseudo "
-                                                        "samples (image k uses seed + k; default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the networks' initialisation, of the pseudo samples and of the image order, and of "
+                        "the GAN samples' z (default 0)" if pretrain else
+                        "seed of the networks' initialisation and of the pseudo samples (image k uses seed + k; "
+                        "default 0)")
     p.add_argument("--vgg", default=None, metavar="PATH",
                    help="VGG16 weights (a torchvision vgg16 state dict saved with torch.save) for Unsup3d's VGG "
                         "perceptual loss; default: the offline substitute, the discriminator's features")
@@ -284,7 +291,10 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str) -
     p.add_argument("--invert-lr", type=float, default=0.05, help="learning rate of the inversion (default 0.05)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in the same --out: every finished image is recorded in "
+                   help="continue an interrupted pretraining in the same --out from OUT/checkpoint.pt (written after "
+                        "step 0 and after every stage; the result is the same as an uninterrupted run's; the other "
+                        "options and the GAN must be the same, else it is an error)" if pretrain else
+                        "continue an interrupted run in the same --out: every finished image is recorded in "
                         "OUT/progress/ and taken from there instead of being run again (the other options and "
                         "the GAN must be the same; a record made with other settings is an error)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -356,7 +366,7 @@ def add_gan2shape_commands(sub) -> None:
                     "depth of the first 8 images) and checkpoint.pt after every stage (--resume continues from "
                     "it). The published runs used 200 images on 8 GPUs; --steps-scale shortens the schedule.",
     )
-    _common(t, "synface", "gan2shape-pretrain")
+    _common(t, "synface", "gan2shape-pretrain", pretrain=True)
     t.add_argument("--n", type=int, default=200, help="number of training images (default 200, as published)")
     t.add_argument("--data", default="samples", choices=["samples", "synthetic-faces"],
                    help="the training images: GAN samples (z ~ N(0, I) seeded --seed) or the built-in synthetic "

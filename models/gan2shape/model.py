@@ -1029,6 +1029,7 @@ class GAN2Shape:
             raise ValueError(f"collect_iters: the joint pretraining shares its {self.cfg.collect_iters} collected "
                              f"batches out over the images, so it needs at least one per image ({n})")
         self.timer = Timer(self.device)
+        self.desc = f"[pretraining, {n} images, {self.cfg.num_stages} stages] "
         wall: dict = {}
         self._t_all = time.perf_counter() - (float(resume["wall"].get("total", 0.0)) if resume else 0.0)
         with frozen(self.G, self.D, self.perceptual if isinstance(self.perceptual, torch.nn.Module) else None):
