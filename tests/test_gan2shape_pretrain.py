@@ -206,7 +206,7 @@ def test_cli_pretrain_on_inverted_training_faces(tmp_path, run_cli, ckpt):
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     inv = torch.load(out / "inversions.pt", weights_only=False)
-    assert sorted(inv["done"]) == [0, 1] and inv["done"][0][0].shape == (32,)
+    assert sorted(inv["done"]) == [0, 1] and inv["done"][0].shape == (32,)
     first = load_pretrained(out / "pretrained.pt")
     assert first["key"]["data"] == ["synthetic-faces", "train", 0]
     r = run_cli(*args, "--resume")

@@ -188,7 +188,8 @@ def _pretrain_data(args, G, D, config, device, log=print):
     images, key = batch["image"], {"data": ["synthetic-faces", "train", args.data_seed]}
     if args.oracle_samples:  # the GAN is not used: any latents do
         return images, sample_latents(G, n, args.seed), None, [_face_oracle(batch, k) for k in range(n)], key
-    # each face inverted into W; the inversions are kept in OUT/inversions.pt (a resumed run reuses them)
+    # each face inverted into W; the latents are kept in OUT/inversions.pt (a resumed run reuses them; G(w) is
+    # computed again from w, as the inversion computed it)
     path = Path(args.out) / "inversions.pt"
     inv_key = {"gan": digest(G), "images": digest(images), "invert": [args.invert_steps, args.invert_lr]}
     done = {}
@@ -201,11 +202,10 @@ def _pretrain_data(args, G, D, config, device, log=print):
             continue
         inv = invert(G, images[k].to(device), args.invert_steps, D=D, lr=args.invert_lr, progress=not args.no_progress,
                      desc=f"[{k + 1}/{n}] invert")
-        done[k] = (inv.w[0].cpu(), inv.image[0].cpu())
+        done[k] = inv.w[0].cpu()
         atomic_save({"key": inv_key, "done": done}, path)
     log(f"{n} training faces inverted into W ({path})")
-    return (images, torch.stack([done[k][0] for k in range(n)]), torch.stack([done[k][1] for k in range(n)]), None,
-            key)
+    return images, torch.stack([done[k] for k in range(n)]), None, None, key
 
 
 def cmd_pretrain_gan2shape(args) -> int:
@@ -218,9 +218,10 @@ def cmd_pretrain_gan2shape(args) -> int:
     if args.oracle_samples and args.data != "synthetic-faces":
         raise _fail(cmd, "--oracle-samples needs --data synthetic-faces (the oracle renders their ground truth)")
     config, G, D, perceptual, stats, device, _ = _setup(cmd, args, pretraining=True)
-    if config.collect_iters < args.n:
-        raise _fail(cmd, f"--n {args.n}: the schedule collects {config.collect_iters} batches of projected samples "
-                         f"in all, at least one per image is needed (fewer images, or a larger --steps-scale)")
+    try:  # before the inversions, which take minutes
+        config.check_joint_images(args.n)
+    except ValueError as e:
+        raise _fail(cmd, f"--n {args.n}: {e}") from None
     print(f"pretrain-gan2shape: {args.n} image(s) ({args.data}) at {config.image_size} px, preset {config.preset}, "
           f"{config.num_stages} stages, steps {config.steps_first} then {config.steps_later}, batch "
           f"{config.batch_size}, device {device}" + (" [ORACLE SAMPLES: a diagnostic]" if args.oracle_samples else ""))

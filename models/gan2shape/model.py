@@ -229,6 +229,14 @@ class GAN2ShapeConfig:
                              f"one for {', '.join(PRETRAIN)})")
         return dataclasses.replace(self, **PRETRAIN[self.preset]).validate()
 
+    def check_joint_images(self, n: int) -> None:
+        """The joint pretraining shares the ``collect_iters`` collected batches out over its ``n`` images: a
+        ValueError unless each gets at least one."""
+        if self.collect_iters < n:
+            raise ValueError(f"collect_iters: the joint pretraining shares its {self.collect_iters} collected batches "
+                             f"of projected samples out over the images, so it needs at least one per image ({n}); "
+                             f"use fewer images or more steps (--steps-scale)")
+
     def scaled(self, factor: float) -> GAN2ShapeConfig:
         """Every step count (prior, steps 1-3, collected batches) times ``factor`` (at least 1; 0 stays 0)."""
         if not factor > 0:
@@ -571,6 +579,14 @@ class GAN2Shape:
 
         return tqdm(range(n), desc=f"{self.desc}{desc}", unit="it", leave=False, dynamic_ncols=True)
 
+    def _frozen(self):
+        """G, D and a module perceptual loss without gradients while a run is in progress (restored after)."""
+        return frozen(self.G, self.D, self.perceptual if isinstance(self.perceptual, torch.nn.Module) else None)
+
+    def _times(self, wall: dict) -> dict:
+        """A run's ``times``: the wall time per step and the per-part totals of :attr:`timer`."""
+        return {"steps": {k: round(v, 4) for k, v in wall.items()}, "parts": self.timer.summary()}
+
     def _adam(self, *names):
         params = [p for n in names for p in self.nets[n].parameters()]
         return torch.optim.Adam(params, lr=self.cfg.lr, betas=(0.9, 0.999), weight_decay=self.cfg.weight_decay)
@@ -860,8 +876,7 @@ class GAN2Shape:
         self.losses[key] = hist
         ks = self._indices()
         share = [c.collect_iters // len(ks) + (i < c.collect_iters % len(ks)) for i in range(len(ks))]
-        bar = self._bar(c.collect_iters, f"{key} collect" + (" (oracle)" if self.oracle else ""))
-        bar = iter(bar)
+        bar = iter(self._bar(c.collect_iters, f"{key} collect" + (" (oracle)" if self.oracle else "")))
         for k, n in zip(ks, share):
             self._select(k)
             self._collect(n, bar)
@@ -971,7 +986,7 @@ class GAN2Shape:
         self.timer = Timer(self.device)
         wall = {}
         t_all = time.perf_counter()
-        with frozen(self.G, self.D, self.perceptual if isinstance(self.perceptual, torch.nn.Module) else None):
+        with self._frozen():
             self.setup(image, w, gan_image, mask, seed, init)
             if init is None:
                 t = time.perf_counter()
@@ -981,7 +996,7 @@ class GAN2Shape:
                 self._stage(stage, wall)
             res = self.result()
         wall["total"] = time.perf_counter() - t_all
-        res.times = {"steps": {k: round(v, 4) for k, v in wall.items()}, "parts": self.timer.summary()}
+        res.times = self._times(wall)
         return res
 
     def _stage(self, stage: int, wall: dict) -> None:
@@ -1025,21 +1040,19 @@ class GAN2Shape:
                              + ("" if gan_images is None else f" and {len(gan_images)} GAN images"))
         if oracles is not None and len(oracles) != n:
             raise ValueError(f"pretrain: {n} images but {len(oracles)} oracles")
-        if self.cfg.collect_iters < n:
-            raise ValueError(f"collect_iters: the joint pretraining shares its {self.cfg.collect_iters} collected "
-                             f"batches out over the images, so it needs at least one per image ({n})")
+        self.cfg.check_joint_images(n)
         self.timer = Timer(self.device)
         self.desc = f"[pretraining, {n} images, {self.cfg.num_stages} stages] "
         wall: dict = {}
-        self._t_all = time.perf_counter() - (float(resume["wall"].get("total", 0.0)) if resume else 0.0)
-        with frozen(self.G, self.D, self.perceptual if isinstance(self.perceptual, torch.nn.Module) else None):
+        # the wall clock of an interrupted call counts too: its total is in the checkpoint
+        t_all = time.perf_counter() - (float(resume["wall"].get("total", 0.0)) if resume else 0.0)
+        with self._frozen():
             states = [self._image_state(images[k], latents[k], None if gan_images is None else gan_images[k],
                                         oracle=None if oracles is None else oracles[k]) for k in range(n)]
             self._build_nets(seed)
             self._reset_run_state(seed)
             self._states, self._order, self._pos = states, list(range(n)), -1
             self._select(0)
-            self.oracle = states[0]["oracle"]
             first_stage = 0
             if resume is not None:
                 self.nets.load_state_dict(resume["nets"])
@@ -1053,24 +1066,22 @@ class GAN2Shape:
                 self.fit_prior()
                 wall["step0"] = time.perf_counter() - t
                 if on_stage is not None:
-                    on_stage(self._pretrain_checkpoint(0, wall))
+                    on_stage(self._pretrain_checkpoint(0, wall, t_all))
             for stage in range(first_stage, self.cfg.num_stages):
                 self._stage(stage, wall)
                 if on_stage is not None:
-                    on_stage(self._pretrain_checkpoint(stage + 1, wall))
+                    on_stage(self._pretrain_checkpoint(stage + 1, wall, t_all))
             self._select(0)
             self._states = None
-        wall["total"] = time.perf_counter() - self._t_all
-        return {"nets": self._nets_copy(),
-                "config": self.cfg.to_dict(), "style_dim": int(self.G.style_dim), "images": n,
-                "losses": dict(self.losses), "times": {"steps": {k: round(v, 4) for k, v in wall.items()},
-                                                       "parts": self.timer.summary()}}
+        wall["total"] = time.perf_counter() - t_all
+        return {"nets": self._nets_copy(), "config": self.cfg.to_dict(), "style_dim": int(self.G.style_dim),
+                "images": n, "losses": dict(self.losses), "times": self._times(wall)}
 
     def _nets_copy(self) -> dict:
         """A CPU copy of the networks' state (``.cpu()`` alone would alias the live CPU tensors)."""
         return {k: v.detach().to("cpu", copy=True) for k, v in self.nets.state_dict().items()}
 
-    def _pretrain_checkpoint(self, stages_done: int, wall: dict) -> dict:
+    def _pretrain_checkpoint(self, stages_done: int, wall: dict, t_all: float) -> dict:
         return {"stages_done": stages_done, "nets": self._nets_copy(),
                 "gen": self.gen.get_state(), "order": list(self._order), "pos": self._pos,
-                "losses": dict(self.losses), "wall": dict(wall, total=time.perf_counter() - self._t_all)}
+                "losses": dict(self.losses), "wall": dict(wall, total=time.perf_counter() - t_all)}
