@@ -326,6 +326,38 @@ def test_invert_lowers_loss(gan):
     assert all(p.requires_grad for p in G.parameters())
 
 
+def test_multiview_inversion(gan):
+    from voxrender.data.faces import SyntheticFaces
+    from voxrender.models.gan2shape.pipeline import multiview_inversion
+
+    G, D = gan
+    yaws = (-30.0, 0.0, 30.0)
+    r0 = multiview_inversion(G, D, 2, yaws, steps=0)
+    assert r0["target"].shape == r0["image"].shape == (2, 3, 3, 32, 32) and r0["mask"].shape == (2, 3, 32, 32)
+    assert r0["l1"].shape == r0["l1_face"].shape == (2, 3) and r0["yaws"] == list(yaws)
+    # the held-out faces themselves, turned: yaw 0 of face k differs from its own test picture only by the yaw
+    b = SyntheticFaces(2, size=32, split="test").get_batch(range(2))
+    assert (r0["target"][:, 0] - r0["target"][:, 2]).abs().mean() > 0.01  # -30 and +30 degrees differ
+    assert r0["mask"][:, 1].sum() > 0.2 * 32 * 32 and not torch.equal(r0["target"][:, 1], b["image"])
+    # steps=0: G at the centre of W for every picture, and the errors are what they say
+    with torch.no_grad():  # (the same batch of 6 as the inversion: the same rounding)
+        centre = G(G.truncation_center().reshape(1, -1).expand(6, -1), input_is_latent=True, randomize_noise=False)
+    centre = ((centre.clamp(-1, 1) + 1) / 2).reshape(2, 3, 3, 32, 32)
+    assert torch.equal(r0["image"], centre)
+    err = (centre[1, 2] - r0["target"][1, 2]).abs().mean(0)
+    m = r0["mask"][1, 2]
+    assert math.isclose(r0["l1"][1, 2].item(), err.mean().item(), rel_tol=1e-5)
+    assert math.isclose(r0["l1_face"][1, 2].item(), (err * m).sum().item() / m.sum().item(), rel_tol=1e-5)
+    assert torch.all(r0["l1_face_still"][:, 1] == 0) and torch.all(r0["l1_face_still"][:, [0, 2]] > 0.005)
+    # inverting lowers the error
+    r = multiview_inversion(G, D, 2, yaws, steps=20)
+    assert r["l1"].mean() < r0["l1"].mean()
+    with pytest.raises(ValueError, match="n:"):
+        multiview_inversion(G, D, 0)
+    with pytest.raises(ValueError, match="yaws:"):
+        multiview_inversion(G, D, 1, ())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # outputs and the commands
 

@@ -54,8 +54,8 @@ from .records import ImageRecords, digest
 from .renderer import BORDER_DEPTH, intrinsics, reconstruct
 
 __all__ = ["PRETRAIN_FORMAT", "evaluate_synthetic", "generate", "load_gan", "load_own_image", "load_pretrained",
-           "make_perceptual", "mesh_from_depth", "pretrain_images", "pretrained_digest", "relight_images",
-           "rotation_frames", "run_images", "sample_latents", "save_result"]
+           "make_perceptual", "mesh_from_depth", "multiview_inversion", "pretrain_images", "pretrained_digest",
+           "relight_images", "rotation_frames", "run_images", "sample_latents", "save_result"]
 
 
 def load_gan(path, device="cpu"):
@@ -397,6 +397,50 @@ def _face_oracle(batch: dict, k: int):
         return r["image"], r["mask"]
 
     return oracle
+
+
+def multiview_inversion(G, D, n: int = 4, yaws=(-30.0, -15.0, 0.0, 15.0, 30.0), *, steps: int = 200,
+                        lr: float = 0.05, data_seed: int = 0, device=None, progress: bool = False) -> dict:
+    """How well a generator reproduces the same face seen from several sides: what GAN2Shape's projected
+    samples need (the oracle diagnostic of :func:`evaluate_synthetic` is the perfect case).
+
+    Each of ``n`` held-out synthetic faces (``SyntheticFaces(split="test", seed=data_seed)`` at G's size) is
+    rendered with its own pitch, roll, shift and light at every yaw in ``yaws`` (degrees), and every picture
+    is inverted into W on its own (:func:`invert.invert`, ``steps`` steps, the discriminator-feature term
+    with D). Returns ``target`` and ``image`` (n, M, 3, S, S) in [0, 1] (M = len(yaws)), ``mask`` (n, M, S, S)
+    (the face), ``l1`` (n, M) the mean |G(w) - target| over the picture and ``l1_face`` (n, M) over the face
+    only, ``l1_face_still`` (n, M) the face error of the picture at the yaw nearest 0 in place of G(w) (what a
+    generator that reproduced every face exactly but could not turn it would score), and ``yaws``. A
+    generator that can turn a face keeps ``l1_face`` flat across the yaws and well below ``l1_face_still``
+    away from 0."""
+    from voxrender.data.faces import DEG, SyntheticFaces, render_faces
+
+    if n < 1:
+        raise ValueError(f"n: expected at least one face, got {n}")
+    yaws = [float(y) for y in yaws]
+    if not yaws:
+        raise ValueError("yaws: expected at least one yaw")
+    m = len(yaws)
+    b = SyntheticFaces(n, size=G.size, seed=data_seed, split="test").get_batch(range(n))
+    view = b["view"].repeat_interleave(m, 0)
+    view[:, 1] = torch.tensor(yaws).repeat(n) * DEG
+    rep = {k: b[k].repeat_interleave(m, 0) for k in ("canon_depth", "canon_albedo", "head", "light")}
+    with torch.no_grad():
+        r = render_faces(rep["canon_depth"], rep["canon_albedo"], rep["head"], view, rep["light"])
+    dev = device or next(G.parameters()).device
+    inv = invert(G, r["image"].to(dev), steps, D=D, lr=lr, progress=progress, desc="multi-view invert")
+    S = G.size
+    image, target, mask = inv.image.cpu().reshape(n, m, 3, S, S), r["image"].reshape(n, m, 3, S, S), r["mask"]
+    mask = mask.reshape(n, m, S, S)
+
+    def face_l1(a):
+        err = (a - target).abs().mean(2)
+        return err.mean((2, 3)), (err * mask).sum((2, 3)) / mask.sum((2, 3)).clamp(min=1)
+
+    l1, l1_face = face_l1(image)
+    still = min(range(m), key=lambda j: abs(yaws[j]))
+    return {"target": target, "image": image, "mask": mask, "l1": l1, "l1_face": l1_face,
+            "l1_face_still": face_l1(target[:, still:still + 1])[1], "yaws": yaws}
 
 
 def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=None, perceptual=None,
