@@ -394,6 +394,7 @@ def test_cli_gan2shape_tiny(tmp_path, run_cli, ckpt, face):
     info = json.loads((d / "result.json").read_text())
     assert info["config"]["preset"] == "tiny" and info["times"]["steps"]["total"] > 0
     assert "stylegan2_forward" in info["times"]["parts"] and info["mesh"]["triangles"] > 0
+    assert info["relief"] is None or abs(info["relief"]) < 0.3
     from voxrender.mesh_io import load_obj
 
     v, f = load_obj(d / "mesh.obj")
@@ -424,6 +425,10 @@ def test_cli_eval_gan2shape_tiny(tmp_path, run_cli, ckpt):
     assert m["n"] == 2 and len(m["per_image"]) == 2
     assert m["gan2shape"]["count"] >= 1 and m["gan2shape"]["mad_deg_mean"] > 0
     assert "SIDE (x10^-2)" in r.stdout and m["oracle_samples"] is False
+    # the relief of every canonical depth and of its ground truth (the built-in faces are convex)
+    assert all(p["relief_gt"] > 0.01 for p in m["per_image"]) and 0 <= m["concave"] <= 2
+    assert m["concave"] == sum(p["relief"] is not None and p["relief"] < 0 for p in m["per_image"])
+    assert "relief (rim - core depth" in r.stdout
     # the oracle diagnostic: labelled as such, and its records are not those of a GAN2Shape run
     r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--n", "2", "--preset", "tiny", "--out", str(out),
                 "--invert-steps", "2", "--mean-depth-n", "8", "--no-progress", "--oracle-samples", "--resume")

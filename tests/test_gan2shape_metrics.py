@@ -190,3 +190,33 @@ def test_threshold_object_mask():
     noisy[:, 10, 10] = torch.tensor([0.3, 0.5, 0.7])  # a hole
     assert torch.equal(object_mask(noisy)[0], obj.float())
     assert object_mask(noisy[None].expand(2, -1, -1, -1)).shape == (2, s, s)
+
+
+def test_relief_analytic_and_sign():
+    """rim - core depth of a paraboloid z = z0 - h (1 - rho^2) over an elliptic mask is 21 h / 32; the hollow
+    (inverted) relief gives the opposite sign; empty masks give NaN."""
+    s, h = 96, 0.07
+    y, x = torch.meshgrid(torch.arange(s, dtype=D64), torch.arange(s, dtype=D64), indexing="ij")
+    rho2 = ((x - 45.5) / 30) ** 2 + ((y - 50.0) / 38) ** 2  # an ellipse off the centre
+    mask = rho2 <= 1
+    z = torch.where(mask, 1.0 - h * (1 - rho2), torch.full_like(rho2, 1.04))
+    hollow = torch.where(mask, 2 * 1.0 - h - z, z)  # the relief turned inside out about its mid-depth
+    r = M.relief(torch.stack([z, hollow, z]), torch.stack([mask, mask, torch.zeros_like(mask)]))
+    assert r.shape == (3,)
+    assert math.isclose(r[0].item(), 21 * h / 32, rel_tol=0.02)
+    assert math.isclose(r[1].item(), -21 * h / 32, rel_tol=0.02)
+    assert math.isnan(r[2].item())
+    # one (H, W) map; a flat map has no relief
+    assert M.relief(z, mask).shape == (1,)
+    assert abs(M.relief(torch.ones(s, s, dtype=D64), mask).item()) < 1e-12
+    # the built-in faces' ground truth is convex
+    b = SyntheticFaces(4, size=64, split="test").get_batch(range(4))
+    assert torch.all(M.relief(b["canon_depth"], b["canon_mask"]) > 0.02)
+
+
+def test_relief_line():
+    from voxrender.models.gan2shape.pipeline import relief_line
+
+    assert "1 of 3 concave" in relief_line([0.05, -0.01, 0.04]) and "WARNING" not in relief_line([0.05, -0.01, 0.04])
+    line = relief_line([-0.05, -0.01, 0.04, None], [0.05, 0.06])
+    assert "2 of 3 concave" in line and "WARNING" in line and "ground truth: median 0.0550" in line

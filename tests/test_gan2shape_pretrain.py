@@ -130,6 +130,7 @@ def test_pretrain_images_writes_and_resumes(tmp_path, gan, faces):
         assert (tmp_path / name).is_file(), name
     info = json.loads((tmp_path / "pretrain.json").read_text())
     assert info["images"] == 3 and "stage2/step3" in info["losses"] and "nets" not in info
+    assert len(info["relief"]) == 3 and all(r is None or abs(r) < 0.3 for r in info["relief"])
     init = load_pretrained(tmp_path / "pretrained.pt")
     assert nets_equal(init["nets"], res["nets"])
     # --resume: the checkpoint after the last stage leaves nothing to do and gives the same weights

@@ -50,6 +50,7 @@ __all__ = [
     "mad",
     "mean_depth",
     "pred_mask_from_depth",
+    "relief",
     "side",
     "summarize",
 ]
@@ -195,3 +196,40 @@ def evaluate_baselines(gt_depth: Tensor, gt_mask: Tensor | None = None, images: 
     prior = ellipsoid_depth_prior(_b(object_masks).float(), **(prior_kwargs or {}))
     out["ellipsoid"] = evaluate_depth(prior, g, pred_mask=every, gt_mask=gm, K=K)
     return out
+
+
+def relief(depth: Tensor, mask: Tensor) -> Tensor:
+    """How far the middle of an object stands out of its rim, per depth map (B, H, W) or (H, W) inside its
+    object mask: the mean camera z over the rim band minus the mean over the core (> 0: the middle is nearer
+    the camera, a convex face; < 0: a hollow one). Returns (B,) (NaN where the mask is empty).
+
+    Core and rim come from the ellipse of the mask's own moments: with rho the mask pixels' normalised
+    elliptic radius (1 on the ellipse of the same second moments, the boundary of an elliptic mask), the core
+    is rho < 1/2 and the rim band 3/4 <= rho <= 1. For a paraboloid z = z0 - h (1 - rho^2) over an elliptic
+    mask this is 21 h / 32.
+
+    Why: Unsup3d's photo-geometric model has a convex / concave ambiguity (the hollow-face illusion: the
+    relief turned inside out, seen from the mirrored view under a mirrored light, gives nearly the same
+    image), so a reconstruction can settle on the hollow solution; its normals are then off by tens of
+    degrees everywhere. The sign of this number tells the two apart."""
+    d, m = _b(depth).double(), _b(mask).double() > 0.5
+    h, w = d.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                            indexing="ij")
+    p = torch.stack([xx, yy], -1)  # (H, W, 2)
+    out = []
+    for dk, mk in zip(d, m):
+        if int(mk.sum()) < 3:
+            out.append(float("nan"))
+            continue
+        q = p[mk]
+        mu = q.mean(0)
+        cov = torch.cov((q - mu).T) + 1e-9 * torch.eye(2, dtype=torch.float64)
+        diff = p - mu
+        rho = (diff @ torch.linalg.inv(cov) * diff).sum(-1).div(4).sqrt()  # uniform ellipse: cov = diag(a^2, b^2) / 4
+        core, rim = mk & (rho < 0.5), mk & (rho >= 0.75) & (rho <= 1)
+        if not (core.any() and rim.any()):
+            out.append(float("nan"))
+            continue
+        out.append(float(dk[rim].mean() - dk[core].mean()))
+    return torch.tensor(out, dtype=torch.float64)

@@ -53,9 +53,10 @@ from .model import (
 from .records import ImageRecords, digest
 from .renderer import BORDER_DEPTH, intrinsics, reconstruct
 
-__all__ = ["PRETRAIN_FORMAT", "evaluate_synthetic", "generate", "load_gan", "load_own_image", "load_pretrained",
-           "make_perceptual", "mesh_from_depth", "multiview_inversion", "pretrain_images", "pretrained_digest",
-           "relight_images", "rotation_frames", "run_images", "sample_latents", "save_result"]
+__all__ = ["PRETRAIN_FORMAT", "canonical_relief", "evaluate_synthetic", "generate", "load_gan", "load_own_image",
+           "load_pretrained", "make_perceptual", "mesh_from_depth", "multiview_inversion", "pretrain_images",
+           "pretrained_digest", "relief_line", "relight_images", "rotation_frames", "run_images", "sample_latents",
+           "save_result"]
 
 
 def load_gan(path, device="cpu"):
@@ -180,6 +181,22 @@ def _losses_json(losses: dict) -> dict:
             for k, v in losses.items()}
 
 
+def _canonical_mask(res: GAN2ShapeResult) -> torch.Tensor:
+    """The canonical object mask of a result (the input's mask seen in the canonical frame), or where the
+    canonical depth is off its clamped border when that is empty."""
+    cm = res.canon_mask > 0.5
+    return cm if bool(cm.any()) else res.canon_depth < BORDER_DEPTH - 1e-4
+
+
+def canonical_relief(res: GAN2ShapeResult) -> float | None:
+    """:func:`metrics.relief` of a result's canonical depth in its canonical object mask (> 0: convex, < 0:
+    the hollow solution of the convex / concave ambiguity); None when the mask is too small to tell."""
+    from .metrics import relief
+
+    r = float(relief(res.canon_depth, _canonical_mask(res))[0])
+    return r if math.isfinite(r) else None
+
+
 def save_result(res: GAN2ShapeResult, out, config: GAN2ShapeConfig, extra: dict | None = None) -> Path:
     """Writes every output of one image into the folder ``out`` (see the module docstring); returns the path
     of ``result.json``."""
@@ -189,9 +206,7 @@ def save_result(res: GAN2ShapeResult, out, config: GAN2ShapeConfig, extra: dict 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     S = res.canon_depth.shape[-1]
-    cm = res.canon_mask > 0.5
-    if not bool(cm.any()):
-        cm = res.canon_depth < BORDER_DEPTH - 1e-4
+    cm = _canonical_mask(res)
     depth_png = colorize(res.canon_depth, cm)
     view_ok = res.view_mask > 0.5
     view_png = colorize(res.view_depth, view_ok)
@@ -227,6 +242,7 @@ def save_result(res: GAN2ShapeResult, out, config: GAN2ShapeConfig, extra: dict 
         "light": {"ambient": float(res.light[0]), "diffuse": float(res.light[1]), "lx": float(res.light[2]),
                   "ly": float(res.light[3])},
         "depth_range": [float(res.canon_depth.min()), float(res.canon_depth.max())],
+        "relief": canonical_relief(res),
         "mesh": {"vertices": len(verts), "triangles": len(faces)},
         "times": times,
         "losses": _losses_json(res.losses),
@@ -318,12 +334,38 @@ def pretrained_digest(init: dict | None) -> str | None:
     return None if init is None else digest(*init["nets"].values())
 
 
+def relief_line(reliefs: list, truth: list | None = None) -> str:
+    """A report line on the sign of the recovered relief (:func:`metrics.relief`), with a warning when most
+    shapes came out hollow (the convex / concave ambiguity)."""
+    ok = [r for r in reliefs if r is not None and math.isfinite(r)]
+    concave = sum(r < 0 for r in ok)
+    line = (f"relief (rim - core depth, > 0 convex): median {float(np.median(ok)) if ok else float('nan'):.4f}, "
+            f"{concave} of {len(ok)} concave")
+    if truth is not None:
+        line += f" (ground truth: median {float(np.median(truth)):.4f})"
+    if ok and concave > len(ok) / 2:
+        line += ("; WARNING: most shapes are hollow, the concave solution of the convex / concave ambiguity "
+                 "(docs/gan2shape.md, 'Hollow faces')")
+    return line
+
+
 @torch.no_grad()
-def _pretrain_picture(model: GAN2Shape, images: torch.Tensor, path, n: int = 8) -> None:
+def _pretrain_picture(model: GAN2Shape, images: torch.Tensor, path, n: int = 8, batch: int = 16) -> list:
     """A PNG grid of the pretrained networks on the first ``n`` training images, one column each; rows: input,
-    reconstruction (predicted view and light), canonical shape, canonical depth."""
+    reconstruction (predicted view and light), canonical shape, canonical depth. Returns the relief
+    (:func:`metrics.relief`) of the canonical depth of every training image, in the threshold mask of the
+    image (the object's canonical mask is not known before a per-image run; it is close for near-frontal
+    views)."""
     from voxrender.io import colorize, image_grid, save_png
 
+    from .metrics import relief
+    from .prior import object_mask
+
+    reliefs = []
+    for i in range(0, len(images), batch):
+        x = resize(images[i:i + batch].to(model.device), model.S)
+        d = model.predict(x * 2 - 1)["depth"]
+        reliefs += [None if not math.isfinite(r) else r for r in relief(d.cpu(), object_mask(x).cpu()).tolist()]
     k = min(n, len(images))
     x = resize(images[:k].to(model.device), model.S) * 2 - 1
     p = model.predict(x)
@@ -332,6 +374,7 @@ def _pretrain_picture(model: GAN2Shape, images: torch.Tensor, path, n: int = 8) 
             [shape_image(nrm) for nrm in rec.canon_normal.cpu()],
             [colorize(d, d < BORDER_DEPTH - 1e-4) for d in p["depth"].cpu()]]
     save_png(image_grid([c for row in rows for c in row], k, scale=max(1, 128 // model.S)), path)
+    return reliefs
 
 
 def pretrain_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: torch.Tensor, out, *,
@@ -376,8 +419,10 @@ def pretrain_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents
     atomic_save(res, out / "pretrained.pt")
     info = {k: v for k, v in res.items() if k not in ("nets", "losses")}
     info["losses"] = _losses_json(res["losses"])
+    reliefs = _pretrain_picture(model, images, out / "pretrained.png")
+    info["relief"] = reliefs
     (out / "pretrain.json").write_text(json.dumps(info, indent=1))
-    _pretrain_picture(model, images, out / "pretrained.png")
+    log(relief_line(reliefs))
     log(f"pretrained on {len(images)} image(s) in {res['times']['steps']['total']:.1f} s "
         f"({_describe_times(res['times'])}) -> {out / 'pretrained.pt'}")
     return res
@@ -468,7 +513,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     (:func:`load_pretrained`) every face starts from (step 0 skipped); ``metrics.json`` records them."""
     from voxrender.data.faces import SyntheticFaces
 
-    from .metrics import SIDE_SCALE, evaluate_baselines, evaluate_depth, format_metrics
+    from .metrics import SIDE_SCALE, evaluate_baselines, evaluate_depth, format_metrics, relief
 
     if n < 1:
         raise ValueError(f"--n: expected at least 1 image, got {n}")
@@ -527,8 +572,11 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
         return {"side_x1e-2_mean": num(r["side_mean"] * SIDE_SCALE), "side_x1e-2_std": num(r["side_std"] * SIDE_SCALE),
                 "mad_deg_mean": num(r["mad_mean"]), "mad_deg_std": num(r["mad_std"]), "count": r["count"]}
 
+    reliefs = [canonical_relief(r) for r in results]
+    gt_relief = relief(batch["canon_depth"], batch["canon_mask"])
     per_image = [{"index": k, "side_x1e-2": num(ev["side"][k] * SIDE_SCALE), "mad_deg": num(ev["mad"][k]),
                   "eval_pixels": int(ev["mask"][k].sum()), "invert_loss": inv_losses[k],
+                  "relief": reliefs[k], "relief_gt": num(gt_relief[k]),
                   "seconds": results[k].times["steps"]["total"]} for k in range(n)]
     parts: dict = {}
     for r in results:
@@ -536,6 +584,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
             parts[name] = parts.get(name, 0.0) + v["seconds"]
     metrics = {
         "gan2shape": summary(ev),
+        "concave": sum(r is not None and r < 0 for r in reliefs),
         "baselines": {k: summary(v) for k, v in base.items()},
         "per_image": per_image,
         "oracle_samples": bool(oracle_samples),
@@ -556,4 +605,5 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     log(format_metrics(ev, "oracle       " if oracle_samples else "gan2shape    "))
     for k, v in base.items():
         log(format_metrics(v, f"{k:13s}"))
+    log(relief_line(reliefs, gt_relief.tolist()))
     return metrics
