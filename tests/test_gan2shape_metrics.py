@@ -194,7 +194,7 @@ def test_threshold_object_mask():
 
 def test_relief_analytic_and_sign():
     """rim - core depth of a paraboloid z = z0 - h (1 - rho^2) over an elliptic mask is 21 h / 32; the hollow
-    (inverted) relief gives the opposite sign; empty masks give NaN."""
+    (inverted) relief gives the opposite sign, a saddle a negative one, a tilted plane 0; empty masks give NaN."""
     s, h = 96, 0.07
     y, x = torch.meshgrid(torch.arange(s, dtype=D64), torch.arange(s, dtype=D64), indexing="ij")
     rho2 = ((x - 45.5) / 30) ** 2 + ((y - 50.0) / 38) ** 2  # an ellipse off the centre
@@ -206,9 +206,12 @@ def test_relief_analytic_and_sign():
     assert math.isclose(r[0].item(), 21 * h / 32, rel_tol=0.02)
     assert math.isclose(r[1].item(), -21 * h / 32, rel_tol=0.02)
     assert math.isnan(r[2].item())
-    # one (H, W) map; a flat map has no relief
+    # one (H, W) map; a flat or tilted map has no relief; a saddle (hollow across) counts as hollow
     assert M.relief(z, mask).shape == (1,)
     assert abs(M.relief(torch.ones(s, s, dtype=D64), mask).item()) < 1e-12
+    assert abs(M.relief(1 + 0.002 * (y - 50.0), mask).item()) < 1e-12
+    u2, v2 = ((x - 45.5) / 30) ** 2, ((y - 50.0) / 38) ** 2
+    assert M.relief(1.0 + h * (u2 - v2), mask).item() < -0.02
     # the built-in faces' ground truth is convex
     b = SyntheticFaces(4, size=64, split="test").get_batch(range(4))
     assert torch.all(M.relief(b["canon_depth"], b["canon_mask"]) > 0.02)

@@ -200,36 +200,38 @@ def evaluate_baselines(gt_depth: Tensor, gt_mask: Tensor | None = None, images: 
 
 def relief(depth: Tensor, mask: Tensor) -> Tensor:
     """How far the middle of an object stands out of its rim, per depth map (B, H, W) or (H, W) inside its
-    object mask: the mean camera z over the rim band minus the mean over the core (> 0: the middle is nearer
-    the camera, a convex face; < 0: a hollow one). Returns (B,) (NaN where the mask is empty).
+    object mask, in camera z (> 0: the middle is nearer the camera, as on a face; < 0: hollow). Returns (B,)
+    (NaN where the mask is too small).
 
-    Core and rim come from the ellipse of the mask's own moments: with rho the mask pixels' normalised
-    elliptic radius (1 on the ellipse of the same second moments, the boundary of an elliptic mask), the core
-    is rho < 1/2 and the rim band 3/4 <= rho <= 1. For a paraboloid z = z0 - h (1 - rho^2) over an elliptic
-    mask this is 21 h / 32.
+    With u = (x - mean x) / (2 std x), v = (y - mean y) / (2 std y) over the mask pixels (rho^2 = u^2 + v^2 is 1
+    on the boundary of an axis-aligned elliptic mask), the core is rho < 1/2 and the rim band 3/4 <= rho <= 1;
+    the rim is split into its left / right part (|u| >= |v|) and its top / bottom part, and the relief is the
+    smaller of (mean rim-part depth - mean core depth) over the two: a surface hollow across either axis
+    (a saddle) counts as hollow, a tilted plane as flat (0). For a paraboloid z = z0 - h (1 - rho^2) it is
+    21 h / 32 (either part: the mean of rho^2 over any sector of the band is 25 / 32, over the core 1 / 8).
 
     Why: Unsup3d's photo-geometric model has a convex / concave ambiguity (the hollow-face illusion: the
     relief turned inside out, seen from the mirrored view under a mirrored light, gives nearly the same
-    image), so a reconstruction can settle on the hollow solution; its normals are then off by tens of
-    degrees everywhere. The sign of this number tells the two apart."""
+    image), so a reconstruction can settle on a hollow solution; its normals are then off by tens of degrees
+    everywhere. The sign of this number tells them apart."""
     d, m = _b(depth).double(), _b(mask).double() > 0.5
     h, w = d.shape[-2:]
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
                             indexing="ij")
-    p = torch.stack([xx, yy], -1)  # (H, W, 2)
     out = []
     for dk, mk in zip(d, m):
         if int(mk.sum()) < 3:
             out.append(float("nan"))
             continue
-        q = p[mk]
-        mu = q.mean(0)
-        cov = torch.cov((q - mu).T) + 1e-9 * torch.eye(2, dtype=torch.float64)
-        diff = p - mu
-        rho = (diff @ torch.linalg.inv(cov) * diff).sum(-1).div(4).sqrt()  # uniform ellipse: cov = diag(a^2, b^2) / 4
-        core, rim = mk & (rho < 0.5), mk & (rho >= 0.75) & (rho <= 1)
-        if not (core.any() and rim.any()):
+        xs, ys = xx[mk], yy[mk]
+        u = (xx - xs.mean()) / (2 * xs.std(unbiased=False).clamp(min=1e-9))
+        v = (yy - ys.mean()) / (2 * ys.std(unbiased=False).clamp(min=1e-9))
+        rho = (u * u + v * v).sqrt()
+        core, band = mk & (rho < 0.5), mk & (rho >= 0.75) & (rho <= 1)
+        sides, ends = band & (u.abs() >= v.abs()), band & (u.abs() < v.abs())
+        if not (core.any() and sides.any() and ends.any()):
             out.append(float("nan"))
             continue
-        out.append(float(dk[rim].mean() - dk[core].mean()))
+        c = dk[core].mean()
+        out.append(float(torch.minimum(dk[sides].mean() - c, dk[ends].mean() - c)))
     return torch.tensor(out, dtype=torch.float64)
