@@ -1,0 +1,126 @@
+"""Do GAN2Shape's projected samples turn the way their pseudo samples were turned? A developer diagnostic.
+
+GAN2Shape learns the viewpoint from projected samples G(w + dw): re-renderings of the current shape in
+random views (pseudo samples), pulled onto the GAN's image manifold by the offset encoder E (step 2). If the
+projected samples do not turn with the views they were rendered in, step 3 gets no usable viewpoint signal.
+
+For held-out synthetic face FACE (inverted into W), this runs step 1 and step 2 (STEPS iterations each) of a
+per-image run from pretrained networks (--pretrained, OUT/pretrained.pt or a checkpoint.pt of
+`pretrain-gan2shape`) or from the ellipsoid prior (no --pretrained: step 0 first), then renders SAMPLES pseudo
+samples in random views, projects them, and measures the yaw of both with a YARDSTICK viewpoint net (the V of
+other pretrained networks that is known to read the built-in faces' yaw, e.g. an oracle pretraining:
+`pretrain-gan2shape --data synthetic-faces --oracle-samples`). It prints the slopes and correlations of the
+yardstick's yaw against the sampled yaw, and writes pseudo samples (top) over projected samples (bottom),
+sorted by sampled yaw, to --out.
+
+--fresh-encoder re-initialises E before step 2 (is it E's pretrained weights?); --true-renders replaces the
+pseudo samples by exact renderings of the face's ground truth in the same views and lights (is it E and the
+generator, or the pseudo samples?).
+
+    python tools/diag_projection_turn.py --pretrained pre/pretrained.pt --yardstick opre/pretrained.pt --out turn.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+import torch
+
+
+def _nets_of(path) -> dict:
+    """{'nets', 'config', 'style_dim'} of a pretrained.pt or a pretraining checkpoint.pt."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or "nets" not in ck:
+        raise ValueError(f"{path}: not pretrained GAN2Shape networks (pretrained.pt or checkpoint.pt of pretrain-gan2shape)")
+    out = {"nets": ck["nets"], "config": ck.get("config") or ck.get("key", {}).get("config")}
+    if ck.get("style_dim") is not None:
+        out["style_dim"] = ck["style_dim"]
+    return out
+
+
+def _slope(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    return float((x * y).sum() / (x * x).sum().clamp(min=1e-12))
+
+
+def _corr(x: torch.Tensor, y: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([x.double(), y.double()]))[0, 1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gan", default="synface64", help="StyleGAN2 checkpoint or shipped name (default synface64)")
+    p.add_argument("--pretrained", default=None, help="networks to start from (default: the ellipsoid prior)")
+    p.add_argument("--yardstick", required=True, help="pretrained networks whose V reads the faces' yaw")
+    p.add_argument("--face", type=int, default=0, help="held-out face index (default 0)")
+    p.add_argument("--steps", type=int, default=300, help="iterations of step 1 and of step 2 (default 300)")
+    p.add_argument("--samples", type=int, default=48, help="pseudo samples measured (default 48)")
+    p.add_argument("--fresh-encoder", action="store_true", help="re-initialise E before step 2")
+    p.add_argument("--true-renders", action="store_true", help="exact renderings of the face as pseudo samples")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None, help="PNG of pseudo (top) and projected (bottom) samples")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from voxrender.data.faces import SyntheticFaces
+    from voxrender.io import image_grid, save_png
+    from voxrender.models.gan2shape import model as M
+    from voxrender.models.gan2shape.invert import invert
+    from voxrender.models.gan2shape.networks import build_networks
+    from voxrender.models.gan2shape.pipeline import _face_oracle, load_gan
+
+    G, D = load_gan(args.gan)
+    init = _nets_of(args.pretrained) if args.pretrained else None
+    cfg = M.GAN2ShapeConfig.from_preset("synface", collect_iters=1, image_size=G.size)
+    yard = M.GAN2Shape(G, D, cfg)
+    yard._build_nets(0, _nets_of(args.yardstick))
+    yard._reset_run_state(0)
+    yard.nets.eval()
+    b = SyntheticFaces(args.face + 1, size=G.size, split="test").get_batch([args.face])
+    inv = invert(G, b["image"], 200, D=D)
+    m = M.GAN2Shape(G, D, cfg)
+    m.oracle, m.timer = None, M.Timer(m.device)
+    with m._frozen():
+        m.setup(b["image"][0], inv.w[0], None, None, 0, init)
+        if init is None:
+            m.fit_prior()
+        if args.true_renders:
+            truth = _face_oracle(b, 0)
+
+            def render(views, lights):
+                im, mk = truth(views, lights)
+                return im, mk[:, None]
+
+            m._render_pseudo = render
+        if args.fresh_encoder:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1)
+                fresh = build_networks(m.S, G.style_dim, cfg.nf, cfg.zdim, cfg.enc_nf)
+            m.nets["offset"].load_state_dict(fresh["offset"].state_dict())
+        m.step1(args.steps, True)
+        m.step2(args.steps)
+        views, lights = m._random_views_lights(args.samples)
+        with torch.no_grad():
+            pseudo, _ = m._render_pseudo(views, lights)
+            proj, _ = m.project(pseudo)
+            yp = yard.predict(pseudo * 2 - 1)["view"][:, 1]
+            yq = yard.predict(proj * 2 - 1)["view"][:, 1]
+    t = views[:, 1]
+    deg = math.degrees
+    print(f"face {args.face} (true yaw {deg(b['view'][0, 1]):.1f} deg), start: {args.pretrained or 'ellipsoid prior'}"
+          f"{', fresh E' if args.fresh_encoder else ''}{', TRUE RENDERS as pseudo samples' if args.true_renders else ''}")
+    print(f"sampled yaw: std {deg(t.std()):.1f} deg over {args.samples} samples")
+    print(f"yardstick yaw of the pseudo samples:    slope {_slope(t, yp):+.2f}, corr {_corr(t, yp):+.2f} against the sampled yaw")
+    print(f"yardstick yaw of the projected samples: slope {_slope(t, yq):+.2f}, corr {_corr(t, yq):+.2f} against the "
+          f"sampled yaw; slope {_slope(yp, yq):+.2f} against the pseudo samples'")
+    if args.out:
+        idx = torch.argsort(t)[:: max(1, args.samples // 8)][:8]
+        print("wrote", save_png(image_grid(list(pseudo[idx].cpu()) + list(proj[idx].cpu()), len(idx), scale=2), args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
