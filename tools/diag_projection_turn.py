@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     p.add_argument("--face", type=int, default=0, help="held-out face index (default 0)")
     p.add_argument("--steps", type=int, default=300, help="iterations of step 1 and of step 2 (default 300)")
     p.add_argument("--samples", type=int, default=48, help="pseudo samples measured (default 48)")
+    p.add_argument("--prior-steps", type=int, default=1000, help="step 0 iterations without --pretrained (default 1000)")
     p.add_argument("--fresh-encoder", action="store_true", help="re-initialise E before step 2")
     p.add_argument("--true-renders", action="store_true", help="exact renderings of the face as pseudo samples")
     p.add_argument("--threads", type=int, default=None)
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
 
     G, D = load_gan(args.gan)
     init = _nets_of(args.pretrained) if args.pretrained else None
-    cfg = M.GAN2ShapeConfig.from_preset("synface", collect_iters=1, image_size=G.size)
+    cfg = M.GAN2ShapeConfig.from_preset("synface", collect_iters=1, image_size=G.size, prior_steps=args.prior_steps)
     yard = M.GAN2Shape(G, D, cfg)
     yard._build_nets(0, _nets_of(args.yardstick))
     yard._reset_run_state(0)
