@@ -15,7 +15,8 @@ sorted by sampled yaw, to --out.
 
 --fresh-encoder re-initialises E before step 2 (is it E's pretrained weights?); --true-renders replaces the
 pseudo samples by exact renderings of the face's ground truth in the same views and lights (is it E and the
-generator, or the pseudo samples?).
+generator, or the pseudo samples?); --true-outline cuts the pseudo samples out with the face's true head
+outline, turned as the dataset turns it (is it their outline?).
 
     python tools/diag_projection_turn.py --pretrained pre/pretrained.pt --yardstick opre/pretrained.pt --out turn.png
 """
@@ -60,6 +61,12 @@ def main(argv=None) -> int:
     p.add_argument("--prior-steps", type=int, default=1000, help="step 0 iterations without --pretrained (default 1000)")
     p.add_argument("--fresh-encoder", action="store_true", help="re-initialise E before step 2")
     p.add_argument("--true-renders", action="store_true", help="exact renderings of the face as pseudo samples")
+    p.add_argument("--depth-shift", type=float, default=0.0,
+                   help="move the canonical depth of the pseudo samples away from the camera by this much (is it "
+                        "where the face sits against the rotation centre at depth 1?)")
+    p.add_argument("--true-outline", action="store_true",
+                   help="pseudo samples of the predicted face cut out by the face's true head outline, turned as "
+                        "the dataset turns it (is it the outline?)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="PNG of pseudo (top) and projected (bottom) samples")
     args = p.parse_args(argv)
@@ -96,6 +103,24 @@ def main(argv=None) -> int:
                 return im, mk[:, None]
 
             m._render_pseudo = render
+        if args.true_outline:
+            from voxrender.data.faces import head_mask
+            from voxrender.models.gan2shape.renderer import reconstruct
+
+            def render(views, lights):
+                rec = reconstruct(m.canon["depth"], m.canon["albedo"], views, lights, clamp=True)
+                soft = head_mask(rec.grid, b["head"].expand(len(views), -1)) * rec.mask
+                return rec.image * soft[:, None], (soft[:, None] > 0.5).float()
+
+            m._render_pseudo = render
+        if args.depth_shift:
+            prepare = m._prepare_canonical
+
+            def shifted():
+                prepare()
+                m.canon["depth"] = m.canon["depth"] + args.depth_shift
+
+            m._prepare_canonical = shifted
         if args.fresh_encoder:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(1)
@@ -112,7 +137,9 @@ def main(argv=None) -> int:
     t = views[:, 1]
     deg = math.degrees
     print(f"face {args.face} (true yaw {deg(b['view'][0, 1]):.1f} deg), start: {args.pretrained or 'ellipsoid prior'}"
-          f"{', fresh E' if args.fresh_encoder else ''}{', TRUE RENDERS as pseudo samples' if args.true_renders else ''}")
+          f"{', fresh E' if args.fresh_encoder else ''}{', TRUE RENDERS as pseudo samples' if args.true_renders else ''}"
+          f"{', the TRUE OUTLINE' if args.true_outline else ''}"
+          f"{f', canonical depth shifted by {args.depth_shift:+g}' if args.depth_shift else ''}")
     print(f"sampled yaw: std {deg(t.std()):.1f} deg over {args.samples} samples")
     print(f"yardstick yaw of the pseudo samples:    slope {_slope(t, yp):+.2f}, corr {_corr(t, yp):+.2f} against the sampled yaw")
     print(f"yardstick yaw of the projected samples: slope {_slope(t, yq):+.2f}, corr {_corr(t, yq):+.2f} against the "
