@@ -181,6 +181,12 @@ def _losses_json(losses: dict) -> dict:
             for k, v in losses.items()}
 
 
+def _finite_or_none(x) -> float | None:
+    """A float, or None where it is NaN / inf (JSON has none of them; e.g. an empty mask's metric)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def _canonical_mask(res: GAN2ShapeResult) -> torch.Tensor:
     """The canonical object mask of a result (the input's mask seen in the canonical frame), or where the
     canonical depth is off its clamped border when that is empty."""
@@ -193,8 +199,7 @@ def canonical_relief(res: GAN2ShapeResult) -> float | None:
     the hollow solution of the convex / concave ambiguity); None when the mask is too small to tell."""
     from .metrics import relief
 
-    r = float(relief(res.canon_depth, _canonical_mask(res))[0])
-    return r if math.isfinite(r) else None
+    return _finite_or_none(relief(res.canon_depth, _canonical_mask(res))[0])
 
 
 def save_result(res: GAN2ShapeResult, out, config: GAN2ShapeConfig, extra: dict | None = None) -> Path:
@@ -345,19 +350,15 @@ def relief_line(reliefs: list, truth: list | None = None) -> str:
         line += f" (ground truth: median {float(np.median(truth)):.4f})"
     if ok and concave > len(ok) / 2:
         line += ("; WARNING: most shapes are hollow, the concave solution of the convex / concave ambiguity "
-                 "(docs/gan2shape.md, 'Hollow faces')")
+                 "(docs/gan2shape.md, 'Why GAN2Shape fails with synface64', 3)")
     return line
 
 
 @torch.no_grad()
-def _pretrain_picture(model: GAN2Shape, images: torch.Tensor, path, n: int = 8, batch: int = 16) -> list:
-    """A PNG grid of the pretrained networks on the first ``n`` training images, one column each; rows: input,
-    reconstruction (predicted view and light), canonical shape, canonical depth. Returns the relief
-    (:func:`metrics.relief`) of the canonical depth of every training image, in the threshold mask of the
-    image (the object's canonical mask is not known before a per-image run; it is close for near-frontal
-    views)."""
-    from voxrender.io import colorize, image_grid, save_png
-
+def _pretrained_reliefs(model: GAN2Shape, images: torch.Tensor, batch: int = 16) -> list:
+    """The relief (:func:`metrics.relief`; None where it cannot tell) of the pretrained networks' canonical
+    depth of every training image, in the threshold mask of the image (the object's canonical mask is not
+    known before a per-image run; it is close for near-frontal views)."""
     from .metrics import relief
     from .prior import object_mask
 
@@ -365,7 +366,16 @@ def _pretrain_picture(model: GAN2Shape, images: torch.Tensor, path, n: int = 8, 
     for i in range(0, len(images), batch):
         x = resize(images[i:i + batch].to(model.device), model.S)
         d = model.predict(x * 2 - 1)["depth"]
-        reliefs += [None if not math.isfinite(r) else r for r in relief(d.cpu(), object_mask(x).cpu()).tolist()]
+        reliefs += [_finite_or_none(r) for r in relief(d.cpu(), object_mask(x).cpu())]
+    return reliefs
+
+
+@torch.no_grad()
+def _pretrain_picture(model: GAN2Shape, images: torch.Tensor, path, n: int = 8) -> None:
+    """A PNG grid of the pretrained networks on the first ``n`` training images, one column each; rows: input,
+    reconstruction (predicted view and light), canonical shape, canonical depth."""
+    from voxrender.io import colorize, image_grid, save_png
+
     k = min(n, len(images))
     x = resize(images[:k].to(model.device), model.S) * 2 - 1
     p = model.predict(x)
@@ -374,7 +384,6 @@ def _pretrain_picture(model: GAN2Shape, images: torch.Tensor, path, n: int = 8, 
             [shape_image(nrm) for nrm in rec.canon_normal.cpu()],
             [colorize(d, d < BORDER_DEPTH - 1e-4) for d in p["depth"].cpu()]]
     save_png(image_grid([c for row in rows for c in row], k, scale=max(1, 128 // model.S)), path)
-    return reliefs
 
 
 def pretrain_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: torch.Tensor, out, *,
@@ -419,9 +428,9 @@ def pretrain_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents
     atomic_save(res, out / "pretrained.pt")
     info = {k: v for k, v in res.items() if k not in ("nets", "losses")}
     info["losses"] = _losses_json(res["losses"])
-    reliefs = _pretrain_picture(model, images, out / "pretrained.png")
-    info["relief"] = reliefs
+    info["relief"] = reliefs = _pretrained_reliefs(model, images)
     (out / "pretrain.json").write_text(json.dumps(info, indent=1))
+    _pretrain_picture(model, images, out / "pretrained.png")
     log(relief_line(reliefs))
     log(f"pretrained on {len(images)} image(s) in {res['times']['steps']['total']:.1f} s "
         f"({_describe_times(res['times'])}) -> {out / 'pretrained.pt'}")
@@ -564,19 +573,18 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     np.save(out / "depth_gt.npy", gt_depth.numpy().astype(np.float32))
     np.save(out / "mask_gt.npy", gt_mask.numpy().astype(np.float32))
 
-    def num(x):
-        x = float(x)
-        return x if math.isfinite(x) else None  # (JSON has no NaN: an empty evaluation mask gives null)
-
-    def summary(r):
-        return {"side_x1e-2_mean": num(r["side_mean"] * SIDE_SCALE), "side_x1e-2_std": num(r["side_std"] * SIDE_SCALE),
-                "mad_deg_mean": num(r["mad_mean"]), "mad_deg_std": num(r["mad_std"]), "count": r["count"]}
+    def summary(r):  # (JSON has no NaN: an empty evaluation mask gives null)
+        return {"side_x1e-2_mean": _finite_or_none(r["side_mean"] * SIDE_SCALE),
+                "side_x1e-2_std": _finite_or_none(r["side_std"] * SIDE_SCALE),
+                "mad_deg_mean": _finite_or_none(r["mad_mean"]), "mad_deg_std": _finite_or_none(r["mad_std"]),
+                "count": r["count"]}
 
     reliefs = [canonical_relief(r) for r in results]
     gt_relief = relief(batch["canon_depth"], batch["canon_mask"])
-    per_image = [{"index": k, "side_x1e-2": num(ev["side"][k] * SIDE_SCALE), "mad_deg": num(ev["mad"][k]),
+    per_image = [{"index": k, "side_x1e-2": _finite_or_none(ev["side"][k] * SIDE_SCALE),
+                  "mad_deg": _finite_or_none(ev["mad"][k]),
                   "eval_pixels": int(ev["mask"][k].sum()), "invert_loss": inv_losses[k],
-                  "relief": reliefs[k], "relief_gt": num(gt_relief[k]),
+                  "relief": reliefs[k], "relief_gt": _finite_or_none(gt_relief[k]),
                   "seconds": results[k].times["steps"]["total"]} for k in range(n)]
     parts: dict = {}
     for r in results:
