@@ -1,6 +1,7 @@
 """GAN2Shape (models/gan2shape: networks, model, invert, pipeline, cli) on tiny StyleGAN2s: shapes, each step's
 loss going down, the latent-offset path, the inversion, and both commands end to end."""
 
+import dataclasses
 import json
 import math
 import time
@@ -265,6 +266,34 @@ def test_run_result(gan, face):
     assert res.times["steps"]["total"] > 0
 
 
+def test_depth_anchor_holds_the_masked_mean_at_the_prior(gan, face):
+    m = tiny_model(gan, face, depth_anchor=True)
+    mask, prior = m.mask[:, 0], m.prior
+    target = float((prior * mask).sum() / mask.sum())
+    inner = torch.zeros_like(mask)  # the border clamp (2 columns each side) is applied after the anchor
+    inner[..., 2:-2] = 1
+    assert float((mask * (1 - inner)).sum()) == 0, "the tiny face's mask should stay off the clamped border"
+    with frozen(*gan):
+        m.step1(3)
+        m._prepare_canonical()
+    depth = m.canon["depth"]
+    assert float((depth * mask).sum() / mask.sum()) == pytest.approx(target, abs=1e-5)
+    # other images get their own mask and prior (the pretraining's pictures, the yardstick)
+    x = face["image"] * 2 - 1
+    with torch.no_grad():
+        both = m.predict(x)["depth"]
+    torch.testing.assert_close(both[:1], depth, rtol=0, atol=1e-5)  # image 0 is the model's own image
+    from voxrender.models.gan2shape.prior import ellipsoid_depth_prior, object_mask
+    m1 = object_mask(face["image"][1:], threshold=m.cfg.mask_threshold)
+    p1 = ellipsoid_depth_prior(m1, near=m.cfg.prior_near, far=m.cfg.prior_far, category=m.cfg.category)
+    assert float((both[1:] * m1).sum() / m1.sum()) == pytest.approx(float((p1 * m1).sum() / m1.sum()), abs=1e-5)
+    # off (GAN2Shape's way) the same networks give another masked mean
+    m.cfg = dataclasses.replace(m.cfg, depth_anchor=False)
+    with torch.no_grad():
+        free = m.predict()["depth"]
+    assert abs(float((free * mask).sum() / mask.sum()) - target) > 1e-3
+
+
 def test_prior_depth_of_the_presets():
     # the built-in faces rise about 0.07 above their rim (their mean over training faces), GAN2Shape's
     # frame-filling faces 0.11
@@ -480,7 +509,8 @@ def test_vgg_perceptual(tmp_path):
 def test_help_lists_options(run_cli):
     r = run_cli("gan2shape", "--help")
     assert r.returncode == 0
-    for opt in ("--gan", "--samples", "--image", "--out", "--preset", "--device", "--seed", "--steps-scale", "--vgg"):
+    for opt in ("--gan", "--samples", "--image", "--out", "--preset", "--device", "--seed", "--steps-scale", "--vgg",
+                "--depth-anchor"):
         assert opt in r.stdout
     r = run_cli("eval-gan2shape", "--help")
     assert r.returncode == 0 and "--n" in r.stdout and "SIDE" in r.stdout

@@ -228,3 +228,24 @@ def test_batches_broadcast_and_float32():
         R.reconstruct(depth, torch.rand(2, 3, s, s), view, torch.zeros(4))
     with pytest.raises(ValueError, match="canon_albedo"):
         R.reconstruct(depth, torch.rand(1, 3, 8, 8), view, torch.zeros(4))
+
+
+def test_anchor_depth_moves_the_masked_mean_and_keeps_the_shape():
+    g = torch.Generator().manual_seed(0)
+    depth = 0.95 + 0.1 * torch.rand(3, 8, 8, generator=g, dtype=torch.float64)
+    mask = torch.zeros(3, 8, 8, dtype=torch.float64)
+    mask[0, 2:6, 2:6] = 1
+    mask[1] = 1
+    mask[2, 0, 0] = 0.5  # a soft weight: the one pixel's depth becomes the target
+    target = torch.tensor([1.0, 0.97, 1.03], dtype=torch.float64)
+    out = R.anchor_depth(depth, mask, target)
+    mean = (out * mask).sum((-2, -1)) / mask.sum((-2, -1))
+    torch.testing.assert_close(mean, target, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out - out[:, :1, :1], depth - depth[:, :1, :1], rtol=0, atol=1e-12)  # a z shift only
+    assert float(out[2, 0, 0]) == pytest.approx(1.03, abs=1e-12)
+    # a number as the target; (B, 1, H, W) masks; the gradient of a shift-invariant loss is untouched
+    d = depth.clone().requires_grad_(True)
+    R.anchor_depth(d, mask[:, None], 1.0).diff(dim=-1).pow(2).sum().backward()
+    torch.testing.assert_close(d.grad, torch.func.grad(lambda x: x.diff(dim=-1).pow(2).sum())(depth))
+    with pytest.raises(ValueError, match="mask"):
+        R.anchor_depth(depth, torch.zeros_like(mask), target)

@@ -24,6 +24,7 @@ outline, turned as the dataset turns it (is it their outline?).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 
@@ -64,6 +65,11 @@ def main(argv=None) -> int:
     p.add_argument("--depth-shift", type=float, default=0.0,
                    help="move the canonical depth of the pseudo samples away from the camera by this much (is it "
                         "where the face sits against the rotation centre at depth 1?)")
+    p.add_argument("--depth-anchor", action="store_true",
+                   help="the run keeps its canonical depth's mean over the object mask at the prior's "
+                        "(GAN2ShapeConfig.depth_anchor)")
+    p.add_argument("--prior-near", type=float, default=None, help="the prior's centre depth (default: the preset's)")
+    p.add_argument("--prior-far", type=float, default=None, help="the prior's rim depth (default: the preset's)")
     p.add_argument("--true-outline", action="store_true",
                    help="pseudo samples of the predicted face cut out by the face's true head outline, turned as "
                         "the dataset turns it (is it the outline?)")
@@ -82,14 +88,15 @@ def main(argv=None) -> int:
 
     G, D = load_gan(args.gan)
     init = _nets_of(args.pretrained) if args.pretrained else None
-    cfg = M.GAN2ShapeConfig.from_preset("synface", collect_iters=1, image_size=G.size, prior_steps=args.prior_steps)
+    cfg = M.GAN2ShapeConfig.from_preset("synface", collect_iters=1, image_size=G.size, prior_steps=args.prior_steps,
+                                        prior_near=args.prior_near, prior_far=args.prior_far)
     yard = M.GAN2Shape(G, D, cfg)
     yard._build_nets(0, _nets_of(args.yardstick))
     yard._reset_run_state(0)
     yard.nets.eval()
     b = SyntheticFaces(args.face + 1, size=G.size, split="test").get_batch([args.face])
     inv = invert(G, b["image"], 200, D=D)
-    m = M.GAN2Shape(G, D, cfg)
+    m = M.GAN2Shape(G, D, dataclasses.replace(cfg, depth_anchor=args.depth_anchor))
     m.oracle, m.timer = None, M.Timer(m.device)
     with m._frozen():
         m.setup(b["image"][0], inv.w[0], None, None, 0, init)
@@ -139,7 +146,8 @@ def main(argv=None) -> int:
     print(f"face {args.face} (true yaw {deg(b['view'][0, 1]):.1f} deg), start: {args.pretrained or 'ellipsoid prior'}"
           f"{', fresh E' if args.fresh_encoder else ''}{', TRUE RENDERS as pseudo samples' if args.true_renders else ''}"
           f"{', the TRUE OUTLINE' if args.true_outline else ''}"
-          f"{f', canonical depth shifted by {args.depth_shift:+g}' if args.depth_shift else ''}")
+          f"{f', canonical depth shifted by {args.depth_shift:+g}' if args.depth_shift else ''}"
+          f"{', depth anchored to the prior' if args.depth_anchor else ''}")
     print(f"sampled yaw: std {deg(t.std()):.1f} deg over {args.samples} samples")
     print(f"yardstick yaw of the pseudo samples:    slope {_slope(t, yp):+.2f}, corr {_corr(t, yp):+.2f} against the sampled yaw")
     print(f"yardstick yaw of the projected samples: slope {_slope(t, yq):+.2f}, corr {_corr(t, yq):+.2f} against the "

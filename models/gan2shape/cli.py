@@ -44,7 +44,7 @@ def _setup(cmd: str, args, pretraining: bool = False):
     device = _device(cmd, args.device)
     try:
         config = GAN2ShapeConfig.from_preset(args.preset, image_size=args.image_size, prior_near=args.prior_near,
-                                             prior_far=args.prior_far)
+                                             prior_far=args.prior_far, depth_anchor=args.depth_anchor)
         if pretraining:
             config = config.for_pretraining()
         if args.steps_scale is not None and args.steps_scale != 1:
@@ -269,6 +269,11 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str, p
                         "0.07 above their rim)")
     p.add_argument("--prior-far", type=float, default=None, metavar="Z",
                    help="depth of the prior at its rim and outside (default: the preset's, 1.02; 1.0 for church)")
+    p.add_argument("--depth-anchor", action="store_true", default=None,
+                   help="keep the canonical depth's mean over the object mask at the prior's (not in GAN2Shape: "
+                        "there nothing holds the object's distance from the rotation centre after step 0, and on "
+                        "the built-in faces it drifts towards the camera, which turns the projected samples the "
+                        "wrong way; see docs/gan2shape.md). Pass it to the pretraining and to the runs from it")
     p.add_argument("--steps-scale", type=float, default=None, metavar="F",
                    help="multiply every step count (prior fit, steps 1-3, collected batches) by F, at least 1 "
                         "each: e.g. 0.1 for a quick run (default 1)")

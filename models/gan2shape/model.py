@@ -74,6 +74,7 @@ from .invert import discriminator_features, frozen, resize
 from .networks import build_networks, num_stages
 from .prior import ellipsoid_depth_prior, object_mask
 from .renderer import (
+    anchor_depth,
     clamp_border_depth,
     depth_from_raw,
     get_warped_2d_grid,
@@ -184,6 +185,11 @@ class GAN2ShapeConfig:
     view_range: tuple = _FACE_VIEW_RANGE  # uniform half-ranges the default Gaussian is moment-matched to
     light_mean: tuple = (0.0, 0.0, 0.0, 0.3)  # raw light mean of the "gaussian" statistics
     mask_threshold: float = 0.02  # prior.object_mask threshold
+    # Shift the predicted canonical depth so its mean over the object mask is the ellipsoid prior's there
+    # (renderer.anchor_depth). Not in GAN2Shape: nothing there fixes how far the object sits from the rotation
+    # centre after step 0, and on the built-in faces it drifts about 0.04 towards the camera, which turns the
+    # projected samples the wrong way (docs/gan2shape.md).
+    depth_anchor: bool = False
     rotate_yaw: float = 70.0  # outputs: the rotation GIF sweeps yaw in +- this (degrees)
     rotate_frames: int = 24
 
@@ -610,9 +616,8 @@ class GAN2Shape:
         st["gan_x"] = st["gan_image"] * 2 - 1
         if mask is None:
             mask = object_mask(st["image"], threshold=cfg.mask_threshold)
-        m = torch.as_tensor(mask).to(dev, torch.float32).reshape(1, 1, self.S, self.S)
-        if m.sum() == 0:  # nothing above the threshold: use the whole image for the prior
-            m = torch.ones_like(m)
+        # nothing above the threshold: use the whole image for the prior
+        m = self._mask_or_all(torch.as_tensor(mask).to(dev, torch.float32).reshape(1, 1, self.S, self.S))
         st["mask"] = m
         st["prior"] = ellipsoid_depth_prior(m, near=cfg.prior_near, far=cfg.prior_far, category=cfg.category).to(dev)
         st.update(canon=None, canon_mask=None, proj=None, proj_mask=None, _proj_idx=0, pseudo_keep=None,
@@ -679,14 +684,36 @@ class GAN2Shape:
     def _light(self, raw: Tensor) -> Tensor:
         return light_from_raw(raw + self.light_mean)
 
+    def _depth(self, x: Tensor, own: bool) -> Tensor:
+        """The canonical depth (B, S, S) of ``x`` in [-1, 1] (``own``: the input image, whose mask and prior
+        are known): ``depth_from_raw(D(x))``, anchored to the prior under ``depth_anchor``, border clamped."""
+        depth = depth_from_raw(self.nets["depth"](x))
+        if self.cfg.depth_anchor:
+            if own:
+                mask, prior = self.mask, self.prior
+            else:
+                mask = self._mask_or_all(object_mask((x.detach() + 1) / 2, threshold=self.cfg.mask_threshold))
+                prior = ellipsoid_depth_prior(mask, near=self.cfg.prior_near, far=self.cfg.prior_far,
+                                              category=self.cfg.category).to(depth)
+            mask = mask.reshape(depth.shape)
+            depth = anchor_depth(depth, mask, (prior * mask).sum(dim=(-2, -1)) / mask.sum(dim=(-2, -1)))
+        return clamp_border_depth(depth)
+
+    @staticmethod
+    def _mask_or_all(m: Tensor) -> Tensor:
+        """Object masks (B, ..., S, S), each all ones where it is empty (nothing above the threshold)."""
+        empty = m.flatten(1).sum(1) == 0
+        return torch.where(empty.reshape(-1, *[1] * (m.dim() - 1)), torch.ones_like(m), m)
+
     def predict(self, x: Tensor | None = None, train=()) -> dict:
-        """Canonical depth (1, S, S) (border clamped), albedo (1, 3, S, S) in [0, 1], view (1, 6), light (1, 4)
-        of the input image (or of ``x`` in [-1, 1]); only the nets named in ``train`` get gradients."""
-        x = self.x if x is None else x
+        """Canonical depth (B, S, S) (border clamped), albedo (B, 3, S, S) in [0, 1], view (B, 6), light (B, 4)
+        of the input image (or of images ``x`` in [-1, 1]); only the nets named in ``train`` get gradients."""
+        own = x is None
+        x = self.x if own else x
         out = {}
         with self.timer("networks_forward"):
             with torch.set_grad_enabled("depth" in train and torch.is_grad_enabled()):
-                out["depth"] = clamp_border_depth(depth_from_raw(self.nets["depth"](x)))
+                out["depth"] = self._depth(x, own)
             with torch.set_grad_enabled("albedo" in train and torch.is_grad_enabled()):
                 out["albedo"] = self.nets["albedo"](x) / 2 + 0.5
             with torch.set_grad_enabled("view" in train and torch.is_grad_enabled()):

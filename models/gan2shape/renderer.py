@@ -77,6 +77,7 @@ __all__ = [
     "XY_TRANSLATION_RANGE",
     "Z_TRANSLATION_RANGE",
     "Reconstruction",
+    "anchor_depth",
     "clamp_border_depth",
     "depth_from_raw",
     "depth_to_canonical_points",
@@ -139,6 +140,24 @@ def depth_from_raw(raw: Tensor, min_depth: float = MIN_DEPTH, max_depth: float =
         raw = raw[:, 0]
     d = torch.tanh(raw - raw.mean(dim=(-2, -1), keepdim=True))
     return (1 + d) / 2 * max_depth + (1 - d) / 2 * min_depth
+
+
+def anchor_depth(depth: Tensor, mask: Tensor, target: Tensor) -> Tensor:
+    """Shifts each depth map (B, H, W) along z so that its mean over ``mask`` (B, H, W) or (B, 1, H, W) (weights
+    in [0, 1], at least one pixel each) equals ``target`` (B,) or a number; the shape is unchanged.
+
+    Why: the depth's distance from the renderer's rotation centre (depth 1) is invisible to the reconstruction
+    of an image in its own view (a view's translation makes up for it) and to SIDE, yet it decides which way
+    an object turned about that centre moves against its outline. This pins it to the prior's
+    (:attr:`GAN2ShapeConfig.depth_anchor`).
+    """
+    m = mask.reshape(depth.shape).to(depth.dtype)
+    area = m.sum(dim=(-2, -1))
+    if bool((area <= 0).any()):
+        raise ValueError("mask: every depth map needs at least one pixel to anchor on")
+    mean = (depth * m).sum(dim=(-2, -1)) / area
+    target = torch.as_tensor(target, dtype=depth.dtype, device=depth.device).reshape(-1)
+    return depth + (target - mean)[:, None, None]
 
 
 def clamp_border_depth(depth: Tensor, width: int = 2, value: float = BORDER_DEPTH) -> Tensor:
