@@ -544,3 +544,20 @@ def test_train_default_batch_size_is_each_models_published_one(model, batch, mon
     with pytest.raises(SystemExit):
         model_cli.cmd_train(args)
     assert seen["batch"] == 8
+
+
+def test_ema_generator_follows_the_trained_one(tmp_path):
+    # g_ema <- beta g_ema + (1 - beta) G after every step; g_ema starts as a copy of G
+    data = _write_pngs(tmp_path / "imgs")
+    cfg = _config(data, ema_beta=0.75)
+    start, _ = sg2_train.train_run(cfg, tmp_path / "start", steps=0, ckpt_every=0, sample_every=0, progress=False,
+                                   seed=5)
+    one, _ = sg2_train.train_run(cfg, tmp_path / "one", steps=1, ckpt_every=0, sample_every=0, progress=False,
+                                 seed=5)
+    g0 = dict(start.task.G.named_parameters())
+    g1, e1 = dict(one.task.G.named_parameters()), dict(one.task.g_ema.named_parameters())
+    moved = 0
+    for k in g0:
+        torch.testing.assert_close(e1[k], 0.75 * g0[k] + 0.25 * g1[k], rtol=1e-6, atol=1e-7)
+        moved += not torch.equal(g0[k], g1[k])
+    assert moved > 0

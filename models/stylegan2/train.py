@@ -400,8 +400,8 @@ class StyleGAN2Task(TrainTask):
         # 5. EMA
         beta = self.ema_beta(step)
         with torch.no_grad():
-            for pe, p in zip(self.g_ema.parameters(), G.parameters()):
-                pe.lerp_(p.detach(), 1 - beta)
+            # one fused call over all parameters (one kernel launch per few tensors on a GPU, not one each)
+            torch._foreach_lerp_(list(self.g_ema.parameters()), [p.detach() for p in G.parameters()], 1 - beta)
             for be, b in zip(self.g_ema.buffers(), G.buffers()):
                 be.copy_(b)
         logs["ema_beta"] = torch.tensor(beta)
