@@ -119,6 +119,16 @@ def test_run_from_pretrained_weights(gan, faces):
         M.check_pretrained(init, M.GAN2ShapeConfig.from_preset("tiny", image_size=64), G.style_dim)
     with pytest.raises(ValueError, match="style_dim"):
         M.check_pretrained(init, M.GAN2ShapeConfig.from_preset("tiny"), G.style_dim * 2)
+    # the depth anchor must match the pretraining's (and, when on, the prior it holds the depth at)
+    with pytest.raises(ValueError, match="depth_anchor False .run: True"):
+        M.check_pretrained(init, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True), G.style_dim)
+    anchored = dict(init, config=dict(init["config"], depth_anchor=True))
+    M.check_pretrained(anchored, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True), G.style_dim)
+    with pytest.raises(ValueError, match="depth_anchor True .run: False"):
+        M.check_pretrained(anchored, M.GAN2ShapeConfig.from_preset("tiny"), G.style_dim)
+    with pytest.raises(ValueError, match="prior_far"):
+        M.check_pretrained(anchored, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True, prior_far=1.03),
+                           G.style_dim)
 
 
 def test_pretrain_images_writes_and_resumes(tmp_path, gan, faces):

@@ -31,6 +31,15 @@ import sys
 import torch
 
 
+def _as_if_made_for(init: dict, cfg) -> dict:
+    """``init`` with its recorded depth frame (anchor, prior) replaced by ``cfg``'s: this tool applies the anchor
+    to networks pretrained without it on purpose, which ``check_pretrained`` refuses for a real run."""
+    if init.get("config") is not None:
+        init["config"] = dict(init["config"], depth_anchor=cfg.depth_anchor, prior_near=cfg.prior_near,
+                              prior_far=cfg.prior_far)
+    return init
+
+
 def _nets_of(path) -> dict:
     """{'nets', 'config', 'style_dim'} of a pretrained.pt or a pretraining checkpoint.pt."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
@@ -87,16 +96,17 @@ def main(argv=None) -> int:
     from voxrender.models.gan2shape.pipeline import _face_oracle, load_gan
 
     G, D = load_gan(args.gan)
-    init = _nets_of(args.pretrained) if args.pretrained else None
     cfg = M.GAN2ShapeConfig.from_preset("synface", collect_iters=1, image_size=G.size, prior_steps=args.prior_steps,
                                         prior_near=args.prior_near, prior_far=args.prior_far)
+    run_cfg = dataclasses.replace(cfg, depth_anchor=args.depth_anchor)
+    init = _as_if_made_for(_nets_of(args.pretrained), run_cfg) if args.pretrained else None
     yard = M.GAN2Shape(G, D, cfg)
-    yard._build_nets(0, _nets_of(args.yardstick))
+    yard._build_nets(0, _as_if_made_for(_nets_of(args.yardstick), cfg))
     yard._reset_run_state(0)
     yard.nets.eval()
     b = SyntheticFaces(args.face + 1, size=G.size, split="test").get_batch([args.face])
     inv = invert(G, b["image"], 200, D=D)
-    m = M.GAN2Shape(G, D, dataclasses.replace(cfg, depth_anchor=args.depth_anchor))
+    m = M.GAN2Shape(G, D, run_cfg)
     m.oracle, m.timer = None, M.Timer(m.device)
     with m._frozen():
         m.setup(b["image"][0], inv.w[0], None, None, 0, init)

@@ -56,6 +56,12 @@ V / L / E weights are not available offline: by default every image starts from 
 ellipsoid prior (as GAN2Shape does for cars and churches); :meth:`GAN2Shape.pretrain` is GAN2Shape's joint
 pretraining over many images (its faces and cats start from such weights), and ``run(..., init=...)`` starts
 an image from its result and skips step 0.
+
+Not in GAN2Shape, off by default: ``depth_anchor`` moves every canonical depth along z so that its mean over
+the object mask is the ellipsoid prior's (``renderer.anchor_depth``). GAN2Shape fixes the object's distance
+from the rotation centre only through step 0; afterwards nothing holds it, and on the built-in faces it drifts
+towards the camera until the pseudo samples' outlines move the wrong way and the GAN projects them turned
+against their views. Pretrained networks must have been made with the same anchor (:func:`check_pretrained`).
 """
 
 from __future__ import annotations
@@ -505,6 +511,14 @@ def check_pretrained(init: dict, cfg: GAN2ShapeConfig, style_dim: int) -> None:
     bad = [f"{k} {have[k]} (run: {want[k]})" for k in _NET_SHAPE if have[k] != want[k]]
     if int(init.get("style_dim", style_dim)) != int(style_dim):
         bad.append(f"style_dim {init.get('style_dim')} (GAN: {style_dim})")
+    # the depth frame: networks pretrained with the anchor learned views for the face where the prior holds it,
+    # those without it for wherever it drifted; mixing them misplaces the albedo (docs/gan2shape.md)
+    anchored = bool(init["config"].get("depth_anchor", False))
+    if anchored != cfg.depth_anchor:
+        bad.append(f"depth_anchor {anchored} (run: {cfg.depth_anchor}; --depth-anchor must match the pretraining's)")
+    elif anchored:
+        bad += [f"{k} {init['config'].get(k)} (run: {getattr(cfg, k)}; the anchor holds the depth at the prior's)"
+                for k in ("prior_near", "prior_far") if init["config"].get(k) != getattr(cfg, k)]
     if bad:
         raise ValueError(f"pretrained: networks made for other settings: {', '.join(bad)}")
 
