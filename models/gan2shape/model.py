@@ -85,6 +85,7 @@ from .renderer import (
     depth_from_raw,
     get_warped_2d_grid,
     light_from_raw,
+    masked_mean,
     reconstruct,
     view_from_raw,
 )
@@ -710,7 +711,7 @@ class GAN2Shape:
                 prior = ellipsoid_depth_prior(mask, near=self.cfg.prior_near, far=self.cfg.prior_far,
                                               category=self.cfg.category).to(depth)
             mask = mask.reshape(depth.shape)
-            depth = anchor_depth(depth, mask, (prior * mask).sum(dim=(-2, -1)) / mask.sum(dim=(-2, -1)))
+            depth = anchor_depth(depth, mask, masked_mean(prior.reshape(depth.shape), mask))
         return clamp_border_depth(depth)
 
     @staticmethod

@@ -87,6 +87,7 @@ __all__ = [
     "light_direction",
     "light_from_raw",
     "light_to_raw",
+    "masked_mean",
     "normals_from_depth",
     "points_to_grid",
     "recon_mask",
@@ -151,13 +152,18 @@ def anchor_depth(depth: Tensor, mask: Tensor, target: Tensor) -> Tensor:
     an object turned about that centre moves against its outline. This pins it to the prior's
     (:attr:`GAN2ShapeConfig.depth_anchor`).
     """
-    m = mask.reshape(depth.shape).to(depth.dtype)
+    target = torch.as_tensor(target, dtype=depth.dtype, device=depth.device).reshape(-1)
+    return depth + (target - masked_mean(depth, mask))[:, None, None]
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """(B,) means of maps ``x`` (B, H, W) over ``mask`` (B, H, W) or (B, 1, H, W) (weights in [0, 1]); a
+    ValueError when a mask is empty."""
+    m = mask.reshape(x.shape).to(x.dtype)
     area = m.sum(dim=(-2, -1))
     if bool((area <= 0).any()):
-        raise ValueError("mask: every depth map needs at least one pixel to anchor on")
-    mean = (depth * m).sum(dim=(-2, -1)) / area
-    target = torch.as_tensor(target, dtype=depth.dtype, device=depth.device).reshape(-1)
-    return depth + (target - mean)[:, None, None]
+        raise ValueError("mask: every map needs at least one pixel to average over")
+    return (x * m).sum(dim=(-2, -1)) / area
 
 
 def clamp_border_depth(depth: Tensor, width: int = 2, value: float = BORDER_DEPTH) -> Tensor:
