@@ -311,6 +311,46 @@ def test_prior_depth_of_the_presets():
     assert abs(np.mean(rise) - (M.PRESETS["synface"].get("prior_far", 1.02) - M.SYNFACE_PRIOR_NEAR)) < 0.005
 
 
+def test_refine_lowers_the_projection_loss_per_sample(gan, face):
+    """--refine-steps: each projected sample is refined on its own latent from E's w + dw: step 2's image loss
+    per sample goes down, a sample's result does not depend on the others in its batch, and 0 steps (the
+    default) keeps E's projections."""
+    m = tiny_model(gan, face, refine_steps=8)
+    with frozen(*gan):
+        m._prepare_canonical()
+        pseudo, mask = m.sample_pseudo(3)
+        with torch.no_grad():
+            proj = m.project(pseudo)[0]
+        ref = m.refine(pseudo, mask)
+        ref0 = m.refine(pseudo[:1], mask[:1])
+
+        def per_sample(x):
+            a, b = x * 2 - 1, pseudo * 2 - 1
+            return [float(M.masked_l1(a[i:i + 1], b[i:i + 1], mask[i:i + 1]) + m.dfeat(a[i:i + 1], b[i:i + 1],
+                                                                                     mask[i:i + 1]))
+                    for i in range(len(x))]
+
+        before, after = per_sample(proj), per_sample(ref)
+        assert all(a < b for a, b in zip(after, before)), (before, after)
+        # Adam is per element: the batch changes only the loss's scale (the masked mean's denominator)
+        torch.testing.assert_close(ref0, ref[:1], rtol=1e-4, atol=1e-4)
+        assert all(p.grad is None for p in m.G.parameters())
+        # the collected samples are the refined ones; without refine_steps, E's
+        m.cfg.collect_iters = 1
+        gen = m.gen.get_state()
+        m._collect(1, iter(()))
+        refined = m.proj.clone()
+        m.gen.set_state(gen)
+        m.cfg.refine_steps = 0
+        m._collect(1, iter(()))
+        views_pseudo = m.pseudo_keep[0]
+        with torch.no_grad():
+            assert torch.equal(m.proj, m.project(views_pseudo)[0])
+        assert not torch.allclose(refined, m.proj)
+    with pytest.raises(ValueError, match="refine_steps"):
+        M.GAN2ShapeConfig.from_preset("tiny", refine_steps=-1)
+
+
 def test_oracle_replaces_the_projected_samples(gan, face):
     """The diagnostic oracle: step 2 trains no encoder and the projected samples are the oracle's images of the
     pseudo samples' views and lights; step 3 fits them."""
@@ -432,10 +472,13 @@ def test_cli_gan2shape_tiny(tmp_path, run_cli, ckpt, face):
     img = tmp_path / "me.png"
     save_png(face["image"][1], img)
     r = run_cli("gan2shape", "--gan", str(ckpt), "--image", str(img), "--preset", "tiny", "--out", str(out),
-                "--invert-steps", "3", "--steps-scale", "0.5", "--no-progress")
+                "--invert-steps", "3", "--steps-scale", "0.5", "--refine-steps", "2", "--collect-iters", "1",
+                "--no-progress")
     assert r.returncode == 0, r.stderr
     info = json.loads((out / "000_me" / "result.json").read_text())
     assert info["source"] == str(img) and info["config"]["prior_steps"] == 4
+    assert info["config"]["refine_steps"] == 2 and info["config"]["collect_iters"] == 1
+    assert info["times"]["parts"]["refine_backward"]["calls"] == 2 * 2  # 2 stages x 1 batch x 2 steps
 
 
 def test_cli_eval_gan2shape_tiny(tmp_path, run_cli, ckpt):
@@ -483,6 +526,9 @@ def test_cli_errors(tmp_path, run_cli, ckpt):
     assert r.returncode != 0 and "--steps-scale" in r.stderr
     r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--prior-near", "1.05", "--out", str(tmp_path))
     assert r.returncode != 0 and "prior_near" in r.stderr
+    for opt, bad in (("--refine-steps", "-1"), ("--refine-lr", "0"), ("--collect-iters", "0")):
+        r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", opt, bad, "--out", str(tmp_path))
+        assert r.returncode != 0 and opt in r.stderr
     r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--vgg", str(tmp_path / "vgg.pt"),
                 "--out", str(tmp_path))
     assert r.returncode != 0 and "vgg.pt" in r.stderr
@@ -510,7 +556,7 @@ def test_help_lists_options(run_cli):
     r = run_cli("gan2shape", "--help")
     assert r.returncode == 0
     for opt in ("--gan", "--samples", "--image", "--out", "--preset", "--device", "--seed", "--steps-scale", "--vgg",
-                "--depth-anchor"):
+                "--depth-anchor", "--refine-steps", "--refine-lr", "--collect-iters"):
         assert opt in r.stdout
     r = run_cli("eval-gan2shape", "--help")
     assert r.returncode == 0 and "--n" in r.stdout and "SIDE" in r.stdout

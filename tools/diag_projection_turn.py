@@ -11,7 +11,7 @@ samples in random views, projects them, and measures the yaw of both with a YARD
 other pretrained networks that is known to read the built-in faces' yaw, e.g. an oracle pretraining:
 `pretrain-gan2shape --data synthetic-faces --oracle-samples`). It prints the slopes and correlations of the
 yardstick's yaw against the sampled yaw, and writes pseudo samples (top) over projected samples (bottom),
-sorted by sampled yaw, to --out.
+sorted by sampled yaw, to --out (and the inverted samples of --invert-samples below them).
 
 --fresh-encoder re-initialises E before step 2 (is it E's pretrained weights?); --true-renders replaces the
 pseudo samples by exact renderings of the face's ground truth in the same views and lights (is it E and the
@@ -60,6 +60,27 @@ def _corr(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(torch.corrcoef(torch.stack([x.double(), y.double()]))[0, 1])
 
 
+@torch.no_grad()
+def _fit_yaw(m, images: torch.Tensor, views: torch.Tensor, lights: torch.Tensor, step_deg: float = 2.0,
+             max_deg: float = 60.0) -> torch.Tensor:
+    """Per image (n, 3, S, S), the yaw in [-max_deg, max_deg] (a grid) whose rendering of ``m``'s canonical
+    depth and albedo, in ``views`` with that yaw and under ``lights``, has the lowest step-3 photometric loss."""
+    from voxrender.models.gan2shape.renderer import reconstruct
+
+    grid = torch.arange(-max_deg, max_deg + step_deg / 2, step_deg, dtype=views.dtype)
+    n = images.shape[0]
+    losses = torch.empty(n, len(grid))
+    depth, albedo = m.canon["depth"].expand(n, -1, -1), m.canon["albedo"].expand(n, -1, -1, -1)
+    for j, yaw in enumerate(grid):
+        v = views.clone()
+        v[:, 1] = math.radians(float(yaw))
+        rec = reconstruct(depth, albedo, v, lights, clamp=True)
+        mask = rec.mask[:, None]
+        for i in range(n):
+            losses[i, j] = m._photo_loss(rec.image[i:i + 1], images[i:i + 1], mask[i:i + 1])
+    return torch.deg2rad(grid[losses.argmin(1)])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gan", default="synface64", help="StyleGAN2 checkpoint or shipped name (default synface64)")
@@ -82,6 +103,16 @@ def main(argv=None) -> int:
     p.add_argument("--true-outline", action="store_true",
                    help="pseudo samples of the predicted face cut out by the face's true head outline, turned as "
                         "the dataset turns it (is it the outline?)")
+    p.add_argument("--fit-yaw", action="store_true",
+                   help="also the yaw that best explains each sample: the photometric loss of step 3 (L1 + "
+                        "perceptual) of the current canonical depth / albedo rendered in the sample's sampled view "
+                        "and light, its yaw replaced by each of -60 ... 60 deg in 2 deg steps; the argmin against "
+                        "the sampled yaw (what a perfect V could learn from these samples with this shape)")
+    p.add_argument("--invert-samples", type=int, default=0, metavar="STEPS",
+                   help="also invert every pseudo sample into W on its own (STEPS steps of the W inversion from the "
+                        "face's w): is it E (the offset encoder) or the generator that cannot turn the face?")
+    p.add_argument("--from-encoder", action="store_true",
+                   help="--invert-samples starts from E's projection w + dw (a refinement) instead of w")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="PNG of pseudo (top) and projected (bottom) samples")
     args = p.parse_args(argv)
@@ -151,6 +182,15 @@ def main(argv=None) -> int:
             proj, _ = m.project(pseudo)
             yp = yard.predict(pseudo * 2 - 1)["view"][:, 1]
             yq = yard.predict(proj * 2 - 1)["view"][:, 1]
+        inverted = None
+        if args.invert_samples:
+            start = m.project(pseudo, parts=True)[2] if args.from_encoder else m.w.expand(len(pseudo), -1)
+            inverted = invert(G, pseudo, args.invert_samples, D=D, w_init=start.detach()).image
+            inverted = inverted.to(pseudo)
+        fits = None
+        if args.fit_yaw:
+            fits = {"pseudo": pseudo, "projected": proj, **({} if inverted is None else {"inverted": inverted})}
+            fits = {k: _fit_yaw(m, x, views, lights) for k, x in fits.items()}
     t = views[:, 1]
     deg = math.degrees
     print(f"face {args.face} (true yaw {deg(b['view'][0, 1]):.1f} deg), start: {args.pretrained or 'ellipsoid prior'}"
@@ -162,9 +202,14 @@ def main(argv=None) -> int:
     print(f"yardstick yaw of the pseudo samples:    slope {_slope(t, yp):+.2f}, corr {_corr(t, yp):+.2f} against the sampled yaw")
     print(f"yardstick yaw of the projected samples: slope {_slope(t, yq):+.2f}, corr {_corr(t, yq):+.2f} against the "
           f"sampled yaw; slope {_slope(yp, yq):+.2f} against the pseudo samples'")
+    if fits is not None:
+        for name, f in fits.items():
+            print(f"best-fitting yaw of the {name} samples:{' ' * (10 - len(name))}slope {_slope(t, f):+.2f}, "
+                  f"corr {_corr(t, f):+.2f} against the sampled yaw")
     if args.out:
         idx = torch.argsort(t)[:: max(1, args.samples // 8)][:8]
-        print("wrote", save_png(image_grid(list(pseudo[idx].cpu()) + list(proj[idx].cpu()), len(idx), scale=2), args.out))
+        rows = list(pseudo[idx].cpu()) + list(proj[idx].cpu()) + ([] if inverted is None else list(inverted[idx].cpu()))
+        print("wrote", save_png(image_grid(rows, len(idx), scale=2), args.out))
     return 0
 
 

@@ -4,6 +4,7 @@ parser by :func:`add_gan2shape_commands`). Heavy imports happen inside the comma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -39,6 +40,11 @@ def _setup(cmd: str, args, pretraining: bool = False):
 
     if args.steps_scale is not None and not args.steps_scale > 0:
         raise _fail(cmd, f"--steps-scale: expected a positive number, got {args.steps_scale}")
+    for name, v, ok, want in (("--refine-steps", args.refine_steps, lambda v: v >= 0, ">= 0"),
+                              ("--refine-lr", args.refine_lr, lambda v: v > 0, "> 0"),
+                              ("--collect-iters", args.collect_iters, lambda v: v >= 1, ">= 1")):
+        if v is not None and not ok(v):
+            raise _fail(cmd, f"{name}: expected {want}, got {v}")
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     device = _device(cmd, args.device)
@@ -49,6 +55,10 @@ def _setup(cmd: str, args, pretraining: bool = False):
             config = config.for_pretraining()
         if args.steps_scale is not None and args.steps_scale != 1:
             config = config.scaled(args.steps_scale)
+        extra = {k: v for k, v in (("refine_steps", args.refine_steps), ("refine_lr", args.refine_lr),
+                                   ("collect_iters", args.collect_iters)) if v is not None}
+        if extra:
+            config = dataclasses.replace(config, **extra).validate()
         G, D = load_gan(args.gan, device)
         perceptual = make_perceptual(args.vgg)
         stats = None
@@ -274,6 +284,17 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str, p
                         "there nothing holds the object's distance from the rotation centre after step 0, and on "
                         "the built-in faces it drifts towards the camera, which turns the projected samples the "
                         "wrong way; see docs/gan2shape.md). Pass it to the pretraining and to the runs from it")
+    p.add_argument("--refine-steps", type=int, default=None, metavar="K",
+                   help="refine every collected projected sample by K Adam steps on its own latent, from E's w + dw, "
+                        "on step 2's loss (not in GAN2Shape, default 0: E alone projects, as published; GAN2Shape "
+                        "trained E on about 800 k pseudo samples, and an E trained on a CPU budget keeps the "
+                        "input's view, so the viewpoint net learns a third of the yaw; see docs/gan2shape.md). "
+                        "Costs K generator + discriminator passes per collected batch: see --collect-iters")
+    p.add_argument("--refine-lr", type=float, default=None, metavar="LR",
+                   help="learning rate of --refine-steps, cosine-decayed to 0 (default 0.05, the inversion's)")
+    p.add_argument("--collect-iters", type=int, default=None, metavar="N",
+                   help="batches of projected samples collected after step 2 (GAN2Shape's collect_iters; default: "
+                        "the preset's, times --steps-scale; the pretraining shares them out over its images)")
     p.add_argument("--steps-scale", type=float, default=None, metavar="F",
                    help="multiply every step count (prior fit, steps 1-3, collected batches) by F, at least 1 "
                         "each: e.g. 0.1 for a quick run (default 1)")

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -197,6 +198,12 @@ class GAN2ShapeConfig:
     # centre after step 0, and on the built-in faces it drifts about 0.04 towards the camera, which turns the
     # projected samples the wrong way (docs/gan2shape.md).
     depth_anchor: bool = False
+    # Refine every collected projected sample by this many Adam steps on its own latent (from E's w + dw, step
+    # 2's image loss, learning rate refine_lr cosine-decayed to 0). Not in GAN2Shape: there E alone projects,
+    # trained on ~800 k pseudo samples; with a CPU budget's E the projections keep the input's view (E
+    # predicts about the mean offset), so step 3 learns a third of the yaw (docs/gan2shape.md).
+    refine_steps: int = 0
+    refine_lr: float = 0.05
     rotate_yaw: float = 70.0  # outputs: the rotation GIF sweeps yaw in +- this (degrees)
     rotate_frames: int = 24
 
@@ -218,6 +225,8 @@ class GAN2ShapeConfig:
                 raise ValueError(f"{name}: expected three step counts >= 0, got {v}")
         if self.batch_size < 1 or self.collect_iters < 1:
             raise ValueError("batch_size and collect_iters must be >= 1")
+        if self.refine_steps < 0 or not self.refine_lr > 0:
+            raise ValueError(f"refine_steps, refine_lr: expected >= 0 and > 0, got {self.refine_steps}, {self.refine_lr}")
         if self.view_stats not in ("synface", "gaussian"):
             raise ValueError(f"view_stats: expected 'synface' or 'gaussian', got {self.view_stats!r}")
         if len(self.rand_light) != 7:
@@ -934,7 +943,7 @@ class GAN2Shape:
             views, lights = self._random_views_lights(self.cfg.batch_size)
             pseudo, mask = self._render_pseudo(views, lights)
             if self.oracle is None:
-                proj, _ = self.project(pseudo)
+                proj = self.refine(pseudo, mask) if self.cfg.refine_steps else self.project(pseudo)[0]
             else:
                 proj, mask = self.oracle(views, lights)
                 proj, mask = proj.to(self.device), mask.to(self.device).reshape(proj.shape[0], 1, self.S, self.S)
@@ -945,6 +954,33 @@ class GAN2Shape:
         self.proj, self.proj_mask = torch.cat(projs), torch.cat(masks)
         self.pseudo_keep = keep
         self._proj_idx = 0
+
+    def refine(self, pseudo: Tensor, mask: Tensor) -> Tensor:
+        """Projected samples of pseudo samples (B, 3, S, S) refined per sample (``refine_steps``; not in
+        GAN2Shape): each latent starts at E's w + dw and takes Adam steps (learning rate ``refine_lr``,
+        cosine-decayed to 0) on step 2's image loss (masked L1 + discriminator features) of its own sample."""
+        c = self.cfg
+        with torch.no_grad():
+            start = self.project(pseudo, parts=True)[2]
+        latent = start.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([latent], lr=c.refine_lr)
+        target = pseudo * 2 - 1
+        with torch.enable_grad():
+            for i in range(c.refine_steps):
+                for group in opt.param_groups:
+                    group["lr"] = c.refine_lr * 0.5 * (1 + math.cos(math.pi * i / c.refine_steps))
+                with self.timer("stylegan2_forward"):
+                    img = resize(self.G(latent, input_is_latent=True, randomize_noise=False).clamp(-1, 1), self.S)
+                with self.timer("discriminator_forward"):
+                    # (each latent reaches only its own sample's terms; Adam's steps do not depend on the scale)
+                    loss = masked_l1(img, target, mask) + self.dfeat(img, target, mask)
+                with self.timer("refine_backward"):
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                opt.step()
+        with torch.no_grad(), self.timer("stylegan2_forward"):
+            img = self.G(latent, input_is_latent=True, randomize_noise=False)
+            return resize((img.clamp(-1, 1) + 1) / 2, self.S)
 
     # -- step 3 -------------------------------------------------------------------------------------------
     def _proj_batch(self) -> tuple[Tensor, Tensor]:
