@@ -294,6 +294,25 @@ def test_depth_anchor_holds_the_masked_mean_at_the_prior(gan, face):
     assert abs(float((free * mask).sum() / mask.sum()) - target) > 1e-3
 
 
+def test_tilt_anchor_holds_the_vertical_slope_at_the_prior(gan, face):
+    m = tiny_model(gan, face, depth_anchor=True, tilt_anchor=True)
+    mask, prior = m.mask[:, 0], m.prior
+    y = torch.linspace(-1, 1, mask.shape[-2])[:, None]
+    with frozen(*gan):
+        m.step1(3)
+        m._prepare_canonical()
+    r = m.canon["depth"] - prior
+    assert float((r * mask).sum() / mask.sum()) == pytest.approx(0, abs=1e-5)  # the mean anchor's
+    assert float((r * mask * y).sum() / mask.sum()) == pytest.approx(0, abs=1e-5)
+    # the same networks with the mean anchor only lean another way
+    m.cfg = dataclasses.replace(m.cfg, tilt_anchor=False)
+    with torch.no_grad():
+        r = m.predict()["depth"] - prior
+    assert abs(float((r * mask * y).sum() / mask.sum())) > 1e-4
+    with pytest.raises(ValueError, match="tilt_anchor: needs depth_anchor"):
+        M.GAN2ShapeConfig.from_preset("tiny", tilt_anchor=True)
+
+
 def test_prior_depth_of_the_presets():
     # the built-in faces rise about 0.07 above their rim (their mean over training faces), GAN2Shape's
     # frame-filling faces 0.11
@@ -501,6 +520,13 @@ def test_cli_eval_gan2shape_tiny(tmp_path, run_cli, ckpt):
     assert all(p["relief_gt"] > 0.01 for p in m["per_image"]) and 0 <= m["concave"] <= 2
     assert m["concave"] == sum(p["relief"] is not None and p["relief"] < 0 for p in m["per_image"])
     assert "relief (rim - core depth" in r.stdout
+    assert m["data"]["split"] == "test"
+    # --split val: other held-out faces (to choose settings on), recorded as such
+    r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--n", "1", "--preset", "tiny", "--out", str(tmp_path / "val"),
+                "--invert-steps", "2", "--mean-depth-n", "8", "--no-progress", "--split", "val")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "val" / "metrics.json").read_text())["data"]["split"] == "val"
+    assert not np.array_equal(np.load(tmp_path / "val" / "depth_gt.npy")[0], gt[0])
     # the oracle diagnostic: labelled as such, and its records are not those of a GAN2Shape run
     r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--n", "2", "--preset", "tiny", "--out", str(out),
                 "--invert-steps", "2", "--mean-depth-n", "8", "--no-progress", "--oracle-samples", "--resume")
@@ -526,6 +552,8 @@ def test_cli_errors(tmp_path, run_cli, ckpt):
     assert r.returncode != 0 and "--steps-scale" in r.stderr
     r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--prior-near", "1.05", "--out", str(tmp_path))
     assert r.returncode != 0 and "prior_near" in r.stderr
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--tilt-anchor", "--out", str(tmp_path))
+    assert r.returncode != 0 and "--tilt-anchor" in r.stderr and "--depth-anchor" in r.stderr
     for opt, bad in (("--refine-steps", "-1"), ("--refine-lr", "0"), ("--collect-iters", "0")):
         r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", opt, bad, "--out", str(tmp_path))
         assert r.returncode != 0 and opt in r.stderr
@@ -556,7 +584,7 @@ def test_help_lists_options(run_cli):
     r = run_cli("gan2shape", "--help")
     assert r.returncode == 0
     for opt in ("--gan", "--samples", "--image", "--out", "--preset", "--device", "--seed", "--steps-scale", "--vgg",
-                "--depth-anchor", "--refine-steps", "--refine-lr", "--collect-iters"):
+                "--depth-anchor", "--tilt-anchor", "--refine-steps", "--refine-lr", "--collect-iters"):
         assert opt in r.stdout
     r = run_cli("eval-gan2shape", "--help")
     assert r.returncode == 0 and "--n" in r.stdout and "SIDE" in r.stdout

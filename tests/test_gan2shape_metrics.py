@@ -223,3 +223,33 @@ def test_relief_line():
     assert "1 of 3 concave" in relief_line([0.05, -0.01, 0.04]) and "WARNING" not in relief_line([0.05, -0.01, 0.04])
     line = relief_line([-0.05, -0.01, 0.04, None], [0.05, 0.06])
     assert "2 of 3 concave" in line and "WARNING" in line and "ground truth: median 0.0550" in line
+
+
+def test_diag_depth_tilt_finds_and_removes_a_lean(tmp_path, capsys):
+    """tools/diag_depth_tilt.py: a ground-truth face leaned by exp(0.05 y + 0.01 x) is reported with those
+    slopes, and tilting it back leaves no error."""
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location(
+        "diag_depth_tilt", Path(__file__).resolve().parents[1] / "tools" / "diag_depth_tilt.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    b = SyntheticFaces(2, size=32, split="test").get_batch(range(2))
+    gt, mask = b["depth"].double(), b["mask"].double()
+    y, x = torch.meshgrid(torch.linspace(-1, 1, 32, dtype=torch.float64), torch.linspace(-1, 1, 32, dtype=torch.float64),
+                          indexing="ij")
+    pred = torch.where(mask > 0, gt * torch.exp(0.05 * y + 0.01 * x + 0.003), gt)
+    for name, t in (("depth_pred", pred), ("depth_gt", gt), ("mask_gt", mask)):
+        np.save(tmp_path / f"{name}.npy", t.float().numpy())
+    coef = tool.fit_planes(pred, gt, M.evaluate_depth(pred, gt, gt_mask=mask)["mask"])
+    torch.testing.assert_close(coef, torch.tensor([[0.003, 0.01, 0.05]] * 2, dtype=torch.float64), rtol=0, atol=2e-7)
+    assert tool.main([str(tmp_path)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:3]]
+    for row in rows:
+        side, slope_x, slope_y, side_untilted, mad_untilted = (float(row[k]) for k in (1, 3, 4, 5, 6))
+        assert side > 1 and slope_x == pytest.approx(0.01, abs=1e-4) and slope_y == pytest.approx(0.05, abs=1e-4)
+        assert side_untilted < 0.01 and mad_untilted < 0.5
+    assert tool.main([str(tmp_path / "missing")]) == 2

@@ -129,6 +129,13 @@ def test_run_from_pretrained_weights(gan, faces):
     with pytest.raises(ValueError, match="prior_far"):
         M.check_pretrained(anchored, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True, prior_far=1.03),
                            G.style_dim)
+    with pytest.raises(ValueError, match="tilt_anchor False .run: True"):
+        M.check_pretrained(anchored, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True, tilt_anchor=True),
+                           G.style_dim)
+    tilted = dict(init, config=dict(anchored["config"], tilt_anchor=True))
+    M.check_pretrained(tilted, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True, tilt_anchor=True), G.style_dim)
+    with pytest.raises(ValueError, match="tilt_anchor True .run: False"):
+        M.check_pretrained(tilted, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True), G.style_dim)
 
 
 def test_pretrain_images_writes_and_resumes(tmp_path, gan, faces):

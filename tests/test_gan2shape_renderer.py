@@ -249,3 +249,37 @@ def test_anchor_depth_moves_the_masked_mean_and_keeps_the_shape():
     torch.testing.assert_close(d.grad, torch.func.grad(lambda x: x.diff(dim=-1).pow(2).sum())(depth))
     with pytest.raises(ValueError, match="mask"):
         R.anchor_depth(depth, torch.zeros_like(mask), target)
+
+
+def test_anchor_depth_tilt_zeroes_the_mean_and_vertical_slope_against_the_reference():
+    g = torch.Generator().manual_seed(0)
+    depth = 0.95 + 0.1 * torch.rand(3, 10, 8, generator=g, dtype=torch.float64)
+    ref = 0.95 + 0.1 * torch.rand(3, 10, 8, generator=g, dtype=torch.float64)
+    mask = (torch.rand(3, 10, 8, generator=g) > 0.4).double()
+    mask[1] *= torch.rand(10, 8, generator=g, dtype=torch.float64)  # soft weights
+    mask[2] = 0
+    mask[2, 4, 1:7] = 1  # one row: no slope is defined there, only the mean moves
+    out = R.anchor_depth_tilt(depth, mask, ref)
+    y = torch.linspace(-1, 1, 10, dtype=torch.float64)[:, None]  # the row coordinate, top row -1
+    r = out - ref
+    torch.testing.assert_close((mask * r).sum((-2, -1)), torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close((mask * r * y).sum((-2, -1))[:2], torch.zeros(2, dtype=torch.float64), rtol=0,
+                               atol=1e-12)
+    # only a plane a + b y was taken off: a plane added to the input changes nothing (where a slope is defined)
+    torch.testing.assert_close(R.anchor_depth_tilt(depth + 0.02 - 0.03 * y, mask, ref)[:2], out[:2], rtol=0,
+                               atol=1e-12)
+    plane = depth - out
+    torch.testing.assert_close(plane, plane[:, :, :1].expand_as(plane), rtol=0, atol=1e-12)
+    torch.testing.assert_close(plane.diff(dim=-2).diff(dim=-2), torch.zeros(3, 8, 8, dtype=torch.float64), rtol=0,
+                               atol=1e-12)
+    # the single-row map: anchor_depth's shift to the reference's mean exactly; (B, 1, H, W) masks
+    target = (ref[2] * mask[2]).sum() / mask[2].sum()
+    torch.testing.assert_close(out[2], R.anchor_depth(depth[2:], mask[2:], target)[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(R.anchor_depth_tilt(depth, mask[:, None], ref), out, rtol=0, atol=1e-12)
+    # the reference itself is left as it is; gradients of a loss that does not see planes in y pass untouched
+    torch.testing.assert_close(R.anchor_depth_tilt(ref, mask, ref), ref, rtol=0, atol=1e-12)
+    d = depth.clone().requires_grad_(True)
+    R.anchor_depth_tilt(d, mask, ref).diff(dim=-1).pow(2).sum().backward()
+    torch.testing.assert_close(d.grad, torch.func.grad(lambda x: x.diff(dim=-1).pow(2).sum())(depth))
+    with pytest.raises(ValueError, match="mask"):
+        R.anchor_depth_tilt(depth, torch.zeros_like(mask), ref)

@@ -50,7 +50,8 @@ def _setup(cmd: str, args, pretraining: bool = False):
     device = _device(cmd, args.device)
     try:
         config = GAN2ShapeConfig.from_preset(args.preset, image_size=args.image_size, prior_near=args.prior_near,
-                                             prior_far=args.prior_far, depth_anchor=args.depth_anchor)
+                                             prior_far=args.prior_far, depth_anchor=args.depth_anchor,
+                                             tilt_anchor=args.tilt_anchor)
         if pretraining:
             config = config.for_pretraining()
         if args.steps_scale is not None and args.steps_scale != 1:
@@ -163,14 +164,14 @@ def cmd_eval_gan2shape(args) -> int:
     if args.n < 1:
         raise _fail(cmd, f"--n: expected at least 1 image, got {args.n}")
     config, G, D, perceptual, stats, device, init = _setup(cmd, args)
-    print(f"eval-gan2shape: {args.n} held-out synthetic faces at {config.image_size} px, preset {config.preset}, "
+    print(f"eval-gan2shape: {args.n} held-out synthetic faces ({args.split}) at {config.image_size} px, preset {config.preset}, "
           f"device {device}" + (f", from the pretrained networks {args.pretrained}" if init is not None else ""))
     try:
         evaluate_synthetic(G, D, config, args.n, args.out, device=device, perceptual=perceptual, stats=stats,
                            seed=args.seed, invert_steps=args.invert_steps, invert_lr=args.invert_lr,
                            data_seed=args.data_seed, mean_depth_items=args.mean_depth_n,
                            save_images=args.save_images, progress=not args.no_progress, resume=args.resume,
-                           oracle_samples=args.oracle_samples, init=init)
+                           oracle_samples=args.oracle_samples, init=init, split=args.split)
     except RecordMismatch as e:
         raise _fail(cmd, str(e)) from None
     print(f"wrote {Path(args.out) / 'metrics.json'}, depth_pred.npy, depth_gt.npy, mask_gt.npy")
@@ -284,6 +285,13 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str, p
                         "there nothing holds the object's distance from the rotation centre after step 0, and on "
                         "the built-in faces it drifts towards the camera, which turns the projected samples the "
                         "wrong way; see docs/gan2shape.md). Pass it to the pretraining and to the runs from it")
+    p.add_argument("--tilt-anchor", action="store_true", default=None,
+                   help="with --depth-anchor: also keep the canonical depth's vertical tilt (its slope over the object "
+                        "mask) at the prior's (not in "
+                        "GAN2Shape: a face leaning forward, lit from lower down, looks the same in one view as the "
+                        "upright face, the bas-relief ambiguity that the symmetry does not remove; on the built-in "
+                        "faces the pretraining leans it about 35 degrees; see docs/gan2shape.md). Pass it to the "
+                        "pretraining and to the runs from it")
     p.add_argument("--refine-steps", type=int, default=None, metavar="K",
                    help="refine every collected projected sample by K Adam steps on its own latent, from E's w + dw, "
                         "on step 2's loss (not in GAN2Shape, default 0: E alone projects, as published; GAN2Shape "
@@ -355,7 +363,8 @@ def add_gan2shape_commands(sub) -> None:
     e = sub.add_parser(
         "eval-gan2shape",
         help="SIDE / MAD of GAN2Shape on held-out synthetic faces with ground-truth depth, plus baselines",
-        description="Runs GAN2Shape on N held-out built-in synthetic faces (SyntheticFaces split 'test'), each "
+        description="Runs GAN2Shape on N held-out built-in synthetic faces (SyntheticFaces split 'test', or "
+                    "'val' with --split val), each "
                     "inverted into the GAN's W space, and compares the depth of the reconstruction in the "
                     "predicted view of the input with the ground-truth view depth as Unsup3d does: SIDE "
                     "(x 10^-2) and MAD (degrees) over the eroded intersection of the ground-truth and predicted "
@@ -366,6 +375,9 @@ def add_gan2shape_commands(sub) -> None:
     _common(e, "synface", "gan2shape-eval")
     e.add_argument("--n", type=int, default=8, help="number of held-out faces (default 8)")
     e.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic face dataset (default 0)")
+    e.add_argument("--split", default="test", choices=["test", "val"],
+                   help="the held-out faces: 'test' (the numbers to report) or 'val' (to choose settings on, so "
+                        "that the test faces stay unseen) (default test)")
     e.add_argument("--mean-depth-n", type=int, default=256, metavar="N",
                    help="training faces averaged for the mean-depth baseline (default 256)")
     e.add_argument("--save-images", action="store_true",

@@ -61,7 +61,11 @@ Not in GAN2Shape, off by default: ``depth_anchor`` moves every canonical depth a
 the object mask is the ellipsoid prior's (``renderer.anchor_depth``). GAN2Shape fixes the object's distance
 from the rotation centre only through step 0; afterwards nothing holds it, and on the built-in faces it drifts
 towards the camera until the pseudo samples' outlines move the wrong way and the GAN projects them turned
-against their views. Pretrained networks must have been made with the same anchor (:func:`check_pretrained`).
+against their views. ``tilt_anchor`` (with it) also holds the canonical depth's vertical slope over the
+mask at the prior's (``renderer.anchor_depth_tilt``): the symmetry leaves the bas-relief ambiguity's vertical
+shear open (a face leaning forward, lit from lower down, looks the same in one view), and the pretraining on
+the built-in faces leans every face about 35 degrees. Pretrained networks must have been made with the same anchors
+(:func:`check_pretrained`).
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ from .networks import build_networks, num_stages
 from .prior import ellipsoid_depth_prior, object_mask
 from .renderer import (
     anchor_depth,
+    anchor_depth_tilt,
     clamp_border_depth,
     depth_from_raw,
     get_warped_2d_grid,
@@ -198,6 +203,12 @@ class GAN2ShapeConfig:
     # centre after step 0, and on the built-in faces it drifts about 0.04 towards the camera, which turns the
     # projected samples the wrong way (docs/gan2shape.md).
     depth_anchor: bool = False
+    # With depth_anchor: also hold the canonical depth's vertical tilt (its least-squares slope in y over the
+    # object mask) at the ellipsoid prior's (renderer.anchor_depth_tilt). Not in GAN2Shape: a forward lean of
+    # the face with the light turned to match (the bas-relief ambiguity's vertical shear) explains one view as
+    # well as the upright face; on the built-in faces the pretraining leans it about 35 degrees
+    # (docs/gan2shape.md).
+    tilt_anchor: bool = False
     # Refine every collected projected sample by this many Adam steps on its own latent (from E's w + dw, step
     # 2's image loss, learning rate refine_lr cosine-decayed to 0). Not in GAN2Shape: there E alone projects,
     # trained on ~800 k pseudo samples; with a CPU budget's E the projections keep the input's view (E
@@ -225,6 +236,8 @@ class GAN2ShapeConfig:
                 raise ValueError(f"{name}: expected three step counts >= 0, got {v}")
         if self.batch_size < 1 or self.collect_iters < 1:
             raise ValueError("batch_size and collect_iters must be >= 1")
+        if self.tilt_anchor and not self.depth_anchor:
+            raise ValueError("tilt_anchor: needs depth_anchor (--tilt-anchor goes with --depth-anchor)")
         if self.refine_steps < 0 or not self.refine_lr > 0:
             raise ValueError(f"refine_steps, refine_lr: expected >= 0 and > 0, got {self.refine_steps}, {self.refine_lr}")
         if self.view_stats not in ("synface", "gaussian"):
@@ -526,6 +539,9 @@ def check_pretrained(init: dict, cfg: GAN2ShapeConfig, style_dim: int) -> None:
     anchored = bool(init["config"].get("depth_anchor", False))
     if anchored != cfg.depth_anchor:
         bad.append(f"depth_anchor {anchored} (run: {cfg.depth_anchor}; --depth-anchor must match the pretraining's)")
+    tilted = bool(init["config"].get("tilt_anchor", False))
+    if tilted != cfg.tilt_anchor:
+        bad.append(f"tilt_anchor {tilted} (run: {cfg.tilt_anchor}; --tilt-anchor must match the pretraining's)")
     elif anchored:
         bad += [f"{k} {init['config'].get(k)} (run: {getattr(cfg, k)}; the anchor holds the depth at the prior's)"
                 for k in ("prior_near", "prior_far") if init["config"].get(k) != getattr(cfg, k)]
@@ -720,7 +736,10 @@ class GAN2Shape:
                 prior = ellipsoid_depth_prior(mask, near=self.cfg.prior_near, far=self.cfg.prior_far,
                                               category=self.cfg.category).to(depth)
             mask = mask.reshape(depth.shape)
-            depth = anchor_depth(depth, mask, masked_mean(prior.reshape(depth.shape), mask))
+            if self.cfg.tilt_anchor:
+                depth = anchor_depth_tilt(depth, mask, prior)
+            else:
+                depth = anchor_depth(depth, mask, masked_mean(prior.reshape(depth.shape), mask))
         return clamp_border_depth(depth)
 
     @staticmethod

@@ -501,8 +501,9 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
                        stats: ViewLightStats | None = None, seed: int = 0, invert_steps: int = 200,
                        invert_lr: float = 0.05, data_seed: int = 0, mean_depth_items: int = 256,
                        save_images: bool = False, progress: bool = True, log=print, resume: bool = False,
-                       oracle_samples: bool = False, init: dict | None = None) -> dict:
-    """SIDE / MAD of GAN2Shape on ``n`` held-out synthetic faces (``SyntheticFaces(split="test")`` at the
+                       oracle_samples: bool = False, init: dict | None = None, split: str = "test") -> dict:
+    """SIDE / MAD of GAN2Shape on ``n`` held-out synthetic faces (``SyntheticFaces(split=split)``, "test" or
+    "val" (to choose settings on while the test faces stay unseen), at the
     config's image size), each inverted into W (:func:`invert.invert`, ``invert_steps`` steps), against the
     ground-truth view depth, as Unsup3d evaluates: the predicted depth is the reconstruction's depth in the
     predicted view of the input (``recon_depth``), the mask the eroded intersection of the ground-truth mask
@@ -530,12 +531,14 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     out.mkdir(parents=True, exist_ok=True)
     S = config.image_size
     t_start = time.perf_counter()
-    ds = SyntheticFaces(n, size=S, seed=data_seed, split="test")
+    if split not in ("test", "val"):
+        raise ValueError(f"split: expected 'test' or 'val' (held-out faces), got {split!r}")
+    ds = SyntheticFaces(n, size=S, seed=data_seed, split=split)
     batch = ds.get_batch(range(n))
     images, gt_depth, gt_mask = batch["image"], batch["depth"], batch["mask"]
     dev = next(G.parameters()).device
     records = ImageRecords(out, run_key(G, D, config, perceptual, stats, init), resume)
-    names = [f"test_{k:04d}" for k in range(n)]
+    names = [f"{split}_{k:04d}" for k in range(n)]
     keys = [{"seed": seed + k, "image": digest(images[k]), "invert": [invert_steps, invert_lr]} for k in range(n)]
     oracles = None
     if oracle_samples:
@@ -598,7 +601,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
         "oracle_samples": bool(oracle_samples),
         "pretrained": None if init is None else {"digest": pretrained_digest(init), "images": init.get("images"),
                                                  "config": init.get("config"), "key": init.get("key")},
-        "n": n, "image_size": S, "data": {"dataset": "SyntheticFaces", "split": "test", "seed": data_seed},
+        "n": n, "image_size": S, "data": {"dataset": "SyntheticFaces", "split": split, "seed": data_seed},
         "protocol": "Unsup3d: depth in the predicted input view vs ground-truth view depth; eroded intersection "
                     "of gt (depth < max) and predicted (recon depth < 1.2) masks; SIDE x 1e-2, MAD degrees; "
                     "mean +- population std over images",

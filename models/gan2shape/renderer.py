@@ -78,6 +78,7 @@ __all__ = [
     "Z_TRANSLATION_RANGE",
     "Reconstruction",
     "anchor_depth",
+    "anchor_depth_tilt",
     "clamp_border_depth",
     "depth_from_raw",
     "depth_to_canonical_points",
@@ -154,6 +155,37 @@ def anchor_depth(depth: Tensor, mask: Tensor, target: Tensor) -> Tensor:
     """
     target = torch.as_tensor(target, dtype=depth.dtype, device=depth.device).reshape(-1)
     return depth + (target - masked_mean(depth, mask))[:, None, None]
+
+
+def anchor_depth_tilt(depth: Tensor, mask: Tensor, reference: Tensor) -> Tensor:
+    """Moves each depth map (B, H, W) by a plane ``a + b y`` (y the row coordinate, -1 at the top row, 1 at the
+    bottom) so that ``depth - reference`` has zero mean AND zero vertical slope over ``mask`` (B, H, W) or (B, 1,
+    H, W) (weights in [0, 1], a weighted least-squares fit); ``reference`` (B, H, W) is the ellipsoid prior. The
+    mean part is :func:`anchor_depth`'s. A mask on a single row only gets its mean moved (no slope is defined
+    there).
+
+    Why: a Lambertian surface seen in one view is ambiguous up to the generalized bas-relief transformation
+    ``z -> z + mu x + nu y`` with the light turned to match (Belhumeur, Kriegman and Yuille 1999). The flip
+    (symmetry) terms fix ``mu``; nothing in one view fixes ``nu``, only views that turn the object up and down,
+    and on the built-in faces the pretraining leans the canonical depth about 35 degrees forward with the light
+    turned down by as much (docs/gan2shape.md). This holds ``nu`` at the prior's
+    (:attr:`GAN2ShapeConfig.tilt_anchor`). (GAN2Shape's synface prior leans a little itself, +0.025 over the
+    object masks of the built-in training faces, whose true canonical depth averages -0.0002 there; holding
+    the slope at 0 instead was measured to pretrain worse, docs/gan2shape.md.)
+    """
+    m = mask.reshape(depth.shape).to(depth.dtype)
+    y = torch.linspace(-1, 1, depth.shape[-2], dtype=depth.dtype, device=depth.device)[:, None]
+    r = depth - reference.reshape(depth.shape)
+    s0, sy, syy = m.sum((-2, -1)), (m * y).sum((-2, -1)), (m * y * y).sum((-2, -1))
+    if bool((s0 <= 0).any()):
+        raise ValueError("mask: every map needs at least one pixel to fit the tilt over")
+    r0, ry = (m * r).sum((-2, -1)), (m * r * y).sum((-2, -1))
+    det = s0 * syy - sy * sy
+    flat = det <= 1e-9 * s0 * s0
+    det = torch.where(flat, torch.ones_like(det), det)
+    b = torch.where(flat, torch.zeros_like(det), (s0 * ry - sy * r0) / det)
+    a = (r0 - b * sy) / s0
+    return depth - a[:, None, None] - b[:, None, None] * y
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
