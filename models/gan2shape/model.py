@@ -64,8 +64,8 @@ towards the camera until the pseudo samples' outlines move the wrong way and the
 against their views. ``tilt_anchor`` (with it) also holds the canonical depth's vertical slope over the
 mask at the prior's (``renderer.anchor_depth_tilt``): the symmetry leaves the bas-relief ambiguity's vertical
 shear open (a face leaning forward, lit from lower down, looks the same in one view), and the pretraining on
-the built-in faces leans every face about 35 degrees. Pretrained networks must have been made with the same anchors
-(:func:`check_pretrained`).
+the built-in faces leans every face about 35 degrees. Pretrained networks must have been made with the same
+anchors (:func:`check_pretrained`).
 """
 
 from __future__ import annotations
@@ -539,12 +539,13 @@ def check_pretrained(init: dict, cfg: GAN2ShapeConfig, style_dim: int) -> None:
     anchored = bool(init["config"].get("depth_anchor", False))
     if anchored != cfg.depth_anchor:
         bad.append(f"depth_anchor {anchored} (run: {cfg.depth_anchor}; --depth-anchor must match the pretraining's)")
-    tilted = bool(init["config"].get("tilt_anchor", False))
-    if tilted != cfg.tilt_anchor:
-        bad.append(f"tilt_anchor {tilted} (run: {cfg.tilt_anchor}; --tilt-anchor must match the pretraining's)")
     elif anchored:
         bad += [f"{k} {init['config'].get(k)} (run: {getattr(cfg, k)}; the anchor holds the depth at the prior's)"
                 for k in ("prior_near", "prior_far") if init["config"].get(k) != getattr(cfg, k)]
+    # the tilt: networks pretrained with or without it learned lights and views for their lean
+    tilted = bool(init["config"].get("tilt_anchor", False))
+    if tilted != cfg.tilt_anchor:
+        bad.append(f"tilt_anchor {tilted} (run: {cfg.tilt_anchor}; --tilt-anchor must match the pretraining's)")
     if bad:
         raise ValueError(f"pretrained: networks made for other settings: {', '.join(bad)}")
 
