@@ -22,12 +22,17 @@ import torch
 from voxrender.models.gan2shape.metrics import SIDE_SCALE, evaluate_depth, summarize
 
 
+def _coords(H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, x) float64 (H, W) image coordinates in [-1, 1], y down: the plane's variables."""
+    return torch.meshgrid(torch.linspace(-1, 1, H, dtype=torch.float64), torch.linspace(-1, 1, W, dtype=torch.float64),
+                          indexing="ij")
+
+
 def fit_planes(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, 3) weighted least-squares coefficients (a, b, c) of log(pred) - log(gt) ~ a + b x + c y over masks
     (B, H, W); zeros where a mask has fewer than 3 pixels."""
     B, H, W = pred.shape
-    y, x = torch.meshgrid(torch.linspace(-1, 1, H, dtype=torch.float64), torch.linspace(-1, 1, W, dtype=torch.float64),
-                          indexing="ij")
+    y, x = _coords(H, W)
     basis = torch.stack([torch.ones_like(x), x, y], -1).reshape(-1, 3)
     out = torch.zeros(B, 3, dtype=torch.float64)
     for i in range(B):
@@ -55,9 +60,7 @@ def main(argv=None) -> int:
     pred, gt, gt_mask = arrays["depth_pred"], arrays["depth_gt"], arrays["mask_gt"]
     ev = evaluate_depth(pred, gt, gt_mask=gt_mask)
     coef = fit_planes(pred, gt, ev["mask"])
-    H, W = pred.shape[-2:]
-    y, x = torch.meshgrid(torch.linspace(-1, 1, H, dtype=torch.float64), torch.linspace(-1, 1, W, dtype=torch.float64),
-                          indexing="ij")
+    y, x = _coords(*pred.shape[-2:])
     plane = coef[:, :1, None] + coef[:, 1:2, None] * x + coef[:, 2:3, None] * y
     # the masks stay those of the prediction as evaluated (the plane moves depths by a few per cent only)
     ev2 = evaluate_depth(pred / plane.exp(), gt, pred_mask=(ev["mask"] > 0).double(), gt_mask=gt_mask)
