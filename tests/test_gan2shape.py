@@ -523,9 +523,11 @@ def test_cli_eval_gan2shape_tiny(tmp_path, run_cli, ckpt):
     assert m["data"]["split"] == "test"
     # --split val: other held-out faces (to choose settings on), recorded as such
     r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--n", "1", "--preset", "tiny", "--out", str(tmp_path / "val"),
-                "--invert-steps", "2", "--mean-depth-n", "8", "--no-progress", "--split", "val")
+                "--invert-steps", "2", "--mean-depth-n", "8", "--no-progress", "--split", "val", "--prior-box", "plain")
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "val" / "metrics.json").read_text())["data"]["split"] == "val"
+    val = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    assert val["data"]["split"] == "val"
+    assert m["config"]["category"] == "synface" and val["config"]["category"] is None  # --prior-box plain
     assert not np.array_equal(np.load(tmp_path / "val" / "depth_gt.npy")[0], gt[0])
     # the oracle diagnostic: labelled as such, and its records are not those of a GAN2Shape run
     r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--n", "2", "--preset", "tiny", "--out", str(out),
@@ -552,6 +554,8 @@ def test_cli_errors(tmp_path, run_cli, ckpt):
     assert r.returncode != 0 and "--steps-scale" in r.stderr
     r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--prior-near", "1.05", "--out", str(tmp_path))
     assert r.returncode != 0 and "prior_near" in r.stderr
+    r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--prior-box", "dog", "--out", str(tmp_path))
+    assert r.returncode == 2 and "--prior-box" in r.stderr and "plain" in r.stderr
     r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--tilt-anchor", "--out", str(tmp_path))
     assert r.returncode != 0 and "--tilt-anchor" in r.stderr and "--depth-anchor" in r.stderr
     for opt, bad in (("--refine-steps", "-1"), ("--refine-lr", "0"), ("--collect-iters", "0")):
@@ -584,7 +588,7 @@ def test_help_lists_options(run_cli):
     r = run_cli("gan2shape", "--help")
     assert r.returncode == 0
     for opt in ("--gan", "--samples", "--image", "--out", "--preset", "--device", "--seed", "--steps-scale", "--vgg",
-                "--depth-anchor", "--tilt-anchor", "--refine-steps", "--refine-lr", "--collect-iters"):
+                "--prior-box", "--depth-anchor", "--tilt-anchor", "--refine-steps", "--refine-lr", "--collect-iters"):
         assert opt in r.stdout
     r = run_cli("eval-gan2shape", "--help")
     assert r.returncode == 0 and "--n" in r.stdout and "SIDE" in r.stdout

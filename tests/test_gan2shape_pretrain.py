@@ -115,6 +115,13 @@ def test_run_from_pretrained_weights(gan, faces):
     res = M.GAN2Shape(G, D, M.GAN2ShapeConfig.from_preset("tiny")).run(faces["image"][0], latents(G, 1)[0],
                                                                          init=init)
     assert not nets_equal(init["nets"], res.nets.state_dict()) and "step0" not in res.losses
+    # no stages (--nets-only): the pretrained networks alone, the same prediction as a stage of 0 steps
+    alone = M.GAN2Shape(G, D, dataclasses.replace(cfg, num_stages=0)).run(faces["image"][0], latents(G, 1)[0],
+                                                                          init=init)
+    zero = M.GAN2Shape(G, D, cfg).run(faces["image"][0], latents(G, 1)[0], init=init)
+    assert not alone.losses and nets_equal(init["nets"], alone.nets.state_dict())
+    for name in ("canon_depth", "canon_albedo", "view", "light", "view_depth", "recon"):
+        assert torch.equal(getattr(alone, name), getattr(zero, name)), name
     with pytest.raises(ValueError, match="image_size 32 .run: 64"):
         M.check_pretrained(init, M.GAN2ShapeConfig.from_preset("tiny", image_size=64), G.style_dim)
     with pytest.raises(ValueError, match="style_dim"):
@@ -129,6 +136,11 @@ def test_run_from_pretrained_weights(gan, faces):
     with pytest.raises(ValueError, match="prior_far"):
         M.check_pretrained(anchored, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True, prior_far=1.03),
                            G.style_dim)
+    with pytest.raises(ValueError, match="category synface .run: None"):  # the anchor holds the prior's mean
+        M.check_pretrained(anchored, dataclasses.replace(M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True),
+                                                         category=None), G.style_dim)
+    with pytest.raises(ValueError, match="category: expected one of"):
+        M.GAN2ShapeConfig.from_preset("tiny", category="dog")
     with pytest.raises(ValueError, match="tilt_anchor False .run: True"):
         M.check_pretrained(anchored, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True, tilt_anchor=True),
                            G.style_dim)
@@ -182,6 +194,17 @@ def test_cli_pretrain_then_eval(tmp_path, run_cli, ckpt):
     assert r.returncode == 0, r.stderr
     m = json.loads((ev / "metrics.json").read_text())
     assert m["pretrained"]["images"] == 3 and m["pretrained"]["key"]["data"][0] == "samples"
+    # --nets-only: the pretrained networks alone, scored the same way
+    r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "1", "--out", str(tmp_path / "alone"),
+                "--invert-steps", "2", "--mean-depth-n", "4", "--no-progress", "--pretrained", str(pre / "pretrained.pt"),
+                "--nets-only")
+    assert r.returncode == 0, r.stderr
+    alone = json.loads((tmp_path / "alone" / "metrics.json").read_text())
+    assert alone["config"]["num_stages"] == 0 and m["config"]["num_stages"] == 2
+    assert alone["gan2shape"]["count"] == 1 and "alone (no per-image steps)" in r.stdout
+    r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "1", "--out", str(tmp_path / "x"),
+                "--nets-only")
+    assert r.returncode != 0 and "--nets-only" in r.stderr and "--pretrained" in r.stderr
     # its resume records are keyed by the pretrained networks: without them the records do not match
     r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "1", "--out", str(ev),
                 "--invert-steps", "2", "--mean-depth-n", "4", "--no-progress", "--resume")

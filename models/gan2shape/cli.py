@@ -52,8 +52,15 @@ def _setup(cmd: str, args, pretraining: bool = False):
         config = GAN2ShapeConfig.from_preset(args.preset, image_size=args.image_size, prior_near=args.prior_near,
                                              prior_far=args.prior_far, depth_anchor=args.depth_anchor,
                                              tilt_anchor=args.tilt_anchor)
+        if args.prior_box is not None:  # "plain" is category None, which from_preset reads as "the preset's"
+            config = dataclasses.replace(config, category=None if args.prior_box == "plain" else args.prior_box)
+            config.validate()
         if pretraining:
             config = config.for_pretraining()
+        if getattr(args, "nets_only", False):
+            if args.pretrained is None:
+                raise ValueError("--nets-only: needs --pretrained (the networks to score alone)")
+            config = dataclasses.replace(config, num_stages=0)
         if args.steps_scale is not None and args.steps_scale != 1:
             config = config.scaled(args.steps_scale)
         extra = {k: v for k, v in (("refine_steps", args.refine_steps), ("refine_lr", args.refine_lr),
@@ -143,7 +150,7 @@ def cmd_gan2shape(args) -> int:
         keys = [{"seed": args.seed + k, "sample": [args.seed, k, args.truncation]} for k in range(n)]
         done = [None if rec is None else rec[0] for rec in map(finished, names, keys)]
     log(f"GAN2Shape preset {config.preset}: {len(images)} image(s) at {config.image_size} px, "
-        f"{config.num_stages} stage(s), steps {config.steps_first}"
+        + (f"{config.num_stages} stage(s), steps {config.steps_first}" if config.num_stages else "no per-image steps")
         + (f" then {config.steps_later}" if config.num_stages > 1 else "") + f", device {device}"
         + (f", from the pretrained networks {args.pretrained} (no step 0)" if init is not None else ""))
     results = run_images(G, D, config, images, latents, out, names=names, gan_images=gan_images, device=device,
@@ -165,7 +172,8 @@ def cmd_eval_gan2shape(args) -> int:
         raise _fail(cmd, f"--n: expected at least 1 image, got {args.n}")
     config, G, D, perceptual, stats, device, init = _setup(cmd, args)
     print(f"eval-gan2shape: {args.n} held-out synthetic faces ({args.split}) at {config.image_size} px, preset {config.preset}, "
-          f"device {device}" + (f", from the pretrained networks {args.pretrained}" if init is not None else ""))
+          f"device {device}" + (f", from the pretrained networks {args.pretrained}" if init is not None else "")
+          + (" alone (no per-image steps)" if config.num_stages == 0 else ""))
     try:
         evaluate_synthetic(G, D, config, args.n, args.out, device=device, perceptual=perceptual, stats=stats,
                            seed=args.seed, invert_steps=args.invert_steps, invert_lr=args.invert_lr,
@@ -253,6 +261,10 @@ def _pretrained_option(p: argparse.ArgumentParser) -> None:
                    help="start every image from these jointly pretrained networks (OUT/pretrained.pt of `voxrender "
                         "pretrain-gan2shape`, the same preset and GAN) and skip the ellipsoid step, as GAN2Shape's "
                         "own face and cat runs do (default: fresh networks fitted to the ellipsoid prior)")
+    p.add_argument("--nets-only", action="store_true",
+                   help="with --pretrained: no per-image steps at all, the pretrained networks alone predict each "
+                        "image's depth, albedo, view and light in one forward pass (a feed-forward predictor, as "
+                        "Unsup3d is used; not GAN2Shape's per-image optimisation; seconds per image)")
 
 
 def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str, pretrain: bool = False) -> None:
@@ -280,6 +292,14 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str, p
                         "0.07 above their rim)")
     p.add_argument("--prior-far", type=float, default=None, metavar="Z",
                    help="depth of the prior at its rim and outside (default: the preset's, 1.02; 1.0 for church)")
+    p.add_argument("--prior-box", default=None, choices=("plain", "synface", "face", "car", "church"),
+                   help="the box the ellipsoid prior is stretched over: the object mask's box as is (plain) or "
+                        "GAN2Shape's per-category rule: synface extends it up by a sixth of its height (its rule "
+                        "for the BFM faces), face (CelebA) down to the bottom row and a twelfth "
+                        "narrower each side, car / church down by a sixth (default: the preset's; synface for the "
+                        "synface and tiny presets, whose built-in faces' masks include the forehead, so the box "
+                        "rule leans the prior forward: docs/gan2shape.md). With --depth-anchor, pass the "
+                        "pretraining's")
     p.add_argument("--depth-anchor", action="store_true", default=None,
                    help="keep the canonical depth's mean over the object mask at the prior's (not in GAN2Shape: "
                         "there nothing holds the object's distance from the rotation centre after step 0, and on "

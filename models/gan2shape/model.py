@@ -83,7 +83,7 @@ from torch import Tensor
 
 from .invert import discriminator_features, frozen, resize
 from .networks import build_networks, num_stages
-from .prior import ellipsoid_depth_prior, object_mask
+from .prior import PRIOR_BOXES, ellipsoid_depth_prior, object_mask
 from .renderer import (
     anchor_depth,
     anchor_depth_tilt,
@@ -165,7 +165,7 @@ class GAN2ShapeConfig:
     preset: str = "custom"
     image_size: int = 64  # S: the renderer's and the networks' image size (64 or 128 published)
     category: str | None = "synface"  # the ellipsoid prior's box rule (prior.ellipsoid_depth_prior)
-    num_stages: int = 1
+    num_stages: int = 1  # 0: no per-image steps (from pretrained networks: them alone, --nets-only)
     prior_steps: int = 1000  # step 0
     steps_first: tuple = (500, 500, 200)  # (step 1, step 2, step 3) of the first stage
     steps_later: tuple = (500, 500, 200)  # ... of the later stages
@@ -228,8 +228,8 @@ class GAN2ShapeConfig:
 
     def validate(self) -> GAN2ShapeConfig:
         num_stages(self.image_size)  # raises on a bad size
-        if self.num_stages < 1:
-            raise ValueError(f"num_stages: expected >= 1, got {self.num_stages}")
+        if self.num_stages < 0:
+            raise ValueError(f"num_stages: expected >= 0, got {self.num_stages}")
         for name in ("steps_first", "steps_later"):
             v = getattr(self, name)
             if len(v) != 3 or any(int(s) < 0 for s in v):
@@ -244,6 +244,8 @@ class GAN2ShapeConfig:
             raise ValueError(f"view_stats: expected 'synface' or 'gaussian', got {self.view_stats!r}")
         if len(self.rand_light) != 7:
             raise ValueError(f"rand_light: expected 7 numbers, got {self.rand_light}")
+        if self.category not in PRIOR_BOXES:
+            raise ValueError(f"category: expected one of {', '.join(map(repr, PRIOR_BOXES))}, got {self.category!r}")
         if not 0 < self.prior_near < self.prior_far:
             raise ValueError(f"prior_near, prior_far: expected 0 < near < far, got {self.prior_near}, {self.prior_far}")
         return self
@@ -541,7 +543,7 @@ def check_pretrained(init: dict, cfg: GAN2ShapeConfig, style_dim: int) -> None:
         bad.append(f"depth_anchor {anchored} (run: {cfg.depth_anchor}; --depth-anchor must match the pretraining's)")
     elif anchored:
         bad += [f"{k} {init['config'].get(k)} (run: {getattr(cfg, k)}; the anchor holds the depth at the prior's)"
-                for k in ("prior_near", "prior_far") if init["config"].get(k) != getattr(cfg, k)]
+                for k in ("prior_near", "prior_far", "category") if init["config"].get(k) != getattr(cfg, k)]
     # the tilt: networks pretrained with or without it learned lights and views for their lean
     tilted = bool(init["config"].get("tilt_anchor", False))
     if tilted != cfg.tilt_anchor:

@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 PRIOR_NEAR, PRIOR_FAR, PRIOR_RADIUS = 0.91, 1.02, 0.4
+# the bounding-box rules of ellipsoid_depth_prior's ``category`` (None: the mask's box as is)
+PRIOR_BOXES = (None, "synface", "face", "car", "church")
 
-__all__ = ["PRIOR_FAR", "PRIOR_NEAR", "PRIOR_RADIUS", "ellipsoid_depth_prior", "mask_range", "object_mask"]
+__all__ = ["PRIOR_BOXES", "PRIOR_FAR", "PRIOR_NEAR", "PRIOR_RADIUS", "ellipsoid_depth_prior", "mask_range", "object_mask"]
 
 
 def _as_masks(mask: Tensor) -> Tensor:
@@ -70,6 +72,8 @@ def ellipsoid_depth_prior(mask: Tensor, *, near: float = PRIOR_NEAR, far: float 
         t = sqrt(radius^2 - (radius - (far - near))^2) (so depth goes from ``near`` at rho = 0 to exactly
         ``far`` at rho = 1), and ``far`` elsewhere.
     """
+    if category not in PRIOR_BOXES:
+        raise ValueError(f"category: expected None, 'synface', 'face', 'car' or 'church', got {category!r}")
     masks = _as_masks(mask)
     masks = masks >= threshold if masks.is_floating_point() else masks.bool()
     _, h, w = masks.shape
@@ -91,8 +95,6 @@ def ellipsoid_depth_prior(mask: Tensor, *, near: float = PRIOR_NEAR, far: float 
             min_x += width / 12
         elif category in ("car", "church"):
             max_y = max_y + (max_y - min_y) / 6
-        elif category is not None:
-            raise ValueError(f"category: expected None, 'synface', 'face', 'car' or 'church', got {category!r}")
         r_pixel = max((max_x - min_x) / 2, 0.5)
         ratio = max(max_y - min_y, 1.0) / max(max_x - min_x, 1.0)
         c_x, c_y = (max_x + min_x) / 2, (max_y + min_y) / 2
