@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from voxrender.models.gan2shape import model as M
-from voxrender.models.gan2shape.invert import frozen, invert, resize
+from voxrender.models.gan2shape.invert import cosine_adam, frozen, invert, resize
 from voxrender.models.gan2shape.networks import (
     EDDeconv,
     Encoder,
@@ -412,6 +412,28 @@ def test_invert_lowers_loss(gan):
     assert inv.losses[-1] < 0.8 * inv.losses[0]
     assert (inv.image - target).abs().mean() < (inv0.image - target).abs().mean()
     assert all(p.requires_grad for p in G.parameters())
+
+
+def test_cosine_adam_follows_the_half_cosine_schedule():
+    """The inversion's and the refinement's optimiser: with a constant gradient Adam moves every step by its
+    learning rate (up to eps), so the total move is lr * sum_i (1 + cos(pi i / N)) / 2 = lr (N + 1) / 2
+    (sum_{i<N} cos(pi i / N) = 1); the backward timer runs once per step; record=False returns no losses."""
+    n, lr = 10, 0.1
+    p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    calls = []
+
+    class Ctx:
+        def __enter__(self):
+            calls.append(1)
+
+        def __exit__(self, *a):
+            return False
+
+    losses = cosine_adam(p, n, lr, lambda q: q.sum(), backward_timer=Ctx)
+    assert len(losses) == n and len(calls) == n
+    assert torch.allclose(p.detach(), torch.full((3,), -lr * (n + 1) / 2, dtype=torch.float64), atol=1e-6)
+    q = torch.zeros(1, requires_grad=True)
+    assert cosine_adam(q, 4, lr, lambda q: ((q - 1) ** 2).sum(), record=False) == [] and 0 < q.item() < 1
 
 
 def test_multiview_inversion(gan):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Inversion", "discriminator_features", "frozen", "invert", "resize"]
+__all__ = ["Inversion", "cosine_adam", "discriminator_features", "frozen", "invert", "resize"]
 
 
 class Inversion(NamedTuple):
@@ -99,32 +99,51 @@ def invert(G, image: Tensor, steps: int = 200, *, D=None, lr: float = 0.05, feat
         start = G.truncation_center() if w_init is None else torch.as_tensor(w_init)
         start = start.to(dev, torch.float32).reshape(-1, G.style_dim).expand(b, -1)
     w = start.clone().requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=lr)
-    losses = []
-    bar = range(steps)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(bar, desc=desc, unit="step", leave=False)
+        bar = tqdm(range(steps), desc=desc, unit="step", leave=False)
     with frozen(G, D):
         tfeats = None
         if D is not None and feat_weight > 0:
             with torch.no_grad():
                 tfeats = discriminator_features(D, target, n_feats)
-        for i in bar:
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / max(steps, 1)))
+
+        def loss_fn(w):
             img = G(w, input_is_latent=True, randomize_noise=False)
             loss = (img - target).abs().mean()
             if tfeats is not None:
                 feats = discriminator_features(D, img, n_feats)
                 loss = loss + feat_weight * sum((f - t).abs().mean() for f, t in zip(feats, tfeats))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if progress:
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            return loss
+
+        losses = cosine_adam(w, steps, lr, loss_fn, bar=bar)
         with torch.no_grad():
             out = G(w, input_is_latent=True, randomize_noise=False)
     return Inversion(w.detach(), ((out.clamp(-1, 1) + 1) / 2).detach(), losses)
+
+
+def cosine_adam(param: Tensor, steps: int, lr: float, loss_fn, *, bar=None, backward_timer=None,
+                record: bool = True) -> list:
+    """Minimises ``loss_fn(param)`` over a leaf tensor ``param`` (requires_grad) by ``steps`` Adam steps whose
+    learning rate decays from ``lr`` to 0 on a half cosine (step i: lr (1 + cos(pi i / steps)) / 2): the
+    inversion's optimiser, and the projected samples' refinement's (``GAN2Shape.refine``). ``bar``: a tqdm
+    over ``range(steps)`` to advance (its postfix shows the loss); ``backward_timer``: a callable giving a
+    fresh context manager to put around each backward pass (for timings, e.g. ``lambda: timer("name")``); ``record``: return the per-step losses (one device sync each;
+    else an empty list)."""
+    opt = torch.optim.Adam([param], lr=lr)
+    losses = []
+    for i in (range(steps) if bar is None else bar):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / max(steps, 1)))
+        loss = loss_fn(param)
+        with backward_timer() if backward_timer is not None else contextlib.nullcontext():
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        opt.step()
+        if record or bar is not None:
+            losses.append(loss.item())
+        if bar is not None:
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return losses if record else []

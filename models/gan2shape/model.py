@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -81,7 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .invert import discriminator_features, frozen, resize
+from .invert import cosine_adam, discriminator_features, frozen, resize
 from .networks import build_networks, num_stages
 from .prior import PRIOR_BOXES, ellipsoid_depth_prior, object_mask
 from .renderer import (
@@ -985,21 +984,18 @@ class GAN2Shape:
         with torch.no_grad():
             start = self.project(pseudo, parts=True)[2]
         latent = start.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([latent], lr=c.refine_lr)
         target = pseudo * 2 - 1
+
+        def loss_fn(latent):
+            with self.timer("stylegan2_forward"):
+                img = resize(self.G(latent, input_is_latent=True, randomize_noise=False).clamp(-1, 1), self.S)
+            with self.timer("discriminator_forward"):
+                # (each latent reaches only its own sample's terms; Adam's steps do not depend on the scale)
+                return masked_l1(img, target, mask) + self.dfeat(img, target, mask)
+
         with torch.enable_grad():
-            for i in range(c.refine_steps):
-                for group in opt.param_groups:
-                    group["lr"] = c.refine_lr * 0.5 * (1 + math.cos(math.pi * i / c.refine_steps))
-                with self.timer("stylegan2_forward"):
-                    img = resize(self.G(latent, input_is_latent=True, randomize_noise=False).clamp(-1, 1), self.S)
-                with self.timer("discriminator_forward"):
-                    # (each latent reaches only its own sample's terms; Adam's steps do not depend on the scale)
-                    loss = masked_l1(img, target, mask) + self.dfeat(img, target, mask)
-                with self.timer("refine_backward"):
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                opt.step()
+            cosine_adam(latent, c.refine_steps, c.refine_lr, loss_fn, backward_timer=lambda: self.timer("refine_backward"),
+                        record=False)
         with torch.no_grad(), self.timer("stylegan2_forward"):
             img = self.G(latent, input_is_latent=True, randomize_noise=False)
             return resize((img.clamp(-1, 1) + 1) / 2, self.S)
