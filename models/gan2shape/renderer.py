@@ -171,7 +171,9 @@ def anchor_depth_tilt(depth: Tensor, mask: Tensor, reference: Tensor) -> Tensor:
     turned down by as much (docs/gan2shape.md). This holds ``nu`` at the prior's
     (:attr:`GAN2ShapeConfig.tilt_anchor`). (GAN2Shape's synface prior leans a little itself, +0.025 over the
     object masks of the built-in training faces, whose true canonical depth averages -0.0002 there; holding
-    the slope at 0 instead was measured to pretrain worse, docs/gan2shape.md.)
+    the slope at 0 instead was measured to pretrain worse. The prior built on the mask's own box,
+    ``--prior-box plain``, leans -0.0001 there, and pretraining with it was measured to do better,
+    docs/gan2shape.md.)
     """
     m = mask.reshape(depth.shape).to(depth.dtype)
     y = torch.linspace(-1, 1, depth.shape[-2], dtype=depth.dtype, device=depth.device)[:, None]
