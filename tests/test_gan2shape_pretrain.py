@@ -3,6 +3,7 @@ and per-image runs that start from its networks (--pretrained), on tiny StyleGAN
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -182,7 +183,7 @@ def ckpt(tmp_path_factory, gan):
     return path
 
 
-def test_cli_pretrain_then_eval(tmp_path, run_cli, ckpt):
+def test_cli_pretrain_then_eval(tmp_path, run_cli, ckpt, capsys):
     pre = tmp_path / "pre"
     r = run_cli("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "3", "--out", str(pre),
                 "--no-progress")
@@ -202,6 +203,27 @@ def test_cli_pretrain_then_eval(tmp_path, run_cli, ckpt):
     alone = json.loads((tmp_path / "alone" / "metrics.json").read_text())
     assert alone["config"]["num_stages"] == 0 and m["config"]["num_stages"] == 2
     assert alone["gan2shape"]["count"] == 1 and "alone (no per-image steps)" in r.stdout
+    # tools/diag_oracle_view.py: the same networks with V's view of each face replaced by its true view
+    import importlib.util
+    from pathlib import Path
+
+    from voxrender.data.faces import SyntheticFaces
+
+    spec = importlib.util.spec_from_file_location(
+        "diag_oracle_view", Path(__file__).resolve().parents[1] / "tools" / "diag_oracle_view.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    truth = SyntheticFaces(2, size=32, split="test").get_batch(range(2))["view"]
+    before = (M.GAN2Shape.run, M.GAN2Shape.predict)
+    assert tool.main(["--replace", "all", "--out", str(tmp_path / "ov"), "--", "--gan", str(ckpt), "--preset", "tiny",
+                      "--n", "2", "--invert-steps", "2", "--mean-depth-n", "4", "--no-progress", "--save-images",
+                      "--pretrained", str(pre / "pretrained.pt")]) == 0
+    assert (M.GAN2Shape.run, M.GAN2Shape.predict) == before  # the class is left as it was
+    capsys.readouterr()
+    for k in range(2):
+        v = json.loads((tmp_path / "ov" / "images" / f"test_{k:04d}" / "result.json").read_text())["view"]
+        got = [math.radians(x) for x in v["rotation_deg"]] + v["translation"]
+        assert got == pytest.approx(truth[k].tolist(), abs=1e-5)
     r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "1", "--out", str(tmp_path / "x"),
                 "--nets-only")
     assert r.returncode != 0 and "--nets-only" in r.stderr and "--pretrained" in r.stderr
