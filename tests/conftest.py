@@ -23,6 +23,22 @@ def one_thread():
     torch.set_num_threads(old)
 
 
+@pytest.fixture
+def load_tool():
+    """Imports ``tools/NAME.py`` (the developer scripts are not a package) and returns the module."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 class CliResult:
     def __init__(self, code, out, err):
         self.returncode, self.stdout, self.stderr = code, out, err

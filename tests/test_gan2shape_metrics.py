@@ -225,18 +225,12 @@ def test_relief_line():
     assert "2 of 3 concave" in line and "WARNING" in line and "ground truth: median 0.0550" in line
 
 
-def test_diag_depth_tilt_finds_and_removes_a_lean(tmp_path, capsys):
+def test_diag_depth_tilt_finds_and_removes_a_lean(tmp_path, capsys, load_tool):
     """tools/diag_depth_tilt.py: a ground-truth face leaned by exp(0.05 y + 0.01 x) is reported with those
     slopes, and tilting it back leaves no error."""
-    import importlib.util
-    from pathlib import Path
-
     import numpy as np
 
-    spec = importlib.util.spec_from_file_location(
-        "diag_depth_tilt", Path(__file__).resolve().parents[1] / "tools" / "diag_depth_tilt.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("diag_depth_tilt")
     b = SyntheticFaces(2, size=32, split="test").get_batch(range(2))
     gt, mask = b["depth"].double(), b["mask"].double()
     y, x = torch.meshgrid(torch.linspace(-1, 1, 32, dtype=torch.float64), torch.linspace(-1, 1, 32, dtype=torch.float64),

@@ -183,7 +183,7 @@ def ckpt(tmp_path_factory, gan):
     return path
 
 
-def test_cli_pretrain_then_eval(tmp_path, run_cli, ckpt, capsys):
+def test_cli_pretrain_then_eval(tmp_path, run_cli, ckpt, capsys, load_tool):
     pre = tmp_path / "pre"
     r = run_cli("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "3", "--out", str(pre),
                 "--no-progress")
@@ -204,15 +204,9 @@ def test_cli_pretrain_then_eval(tmp_path, run_cli, ckpt, capsys):
     assert alone["config"]["num_stages"] == 0 and m["config"]["num_stages"] == 2
     assert alone["gan2shape"]["count"] == 1 and "alone (no per-image steps)" in r.stdout
     # tools/diag_oracle_view.py: the same networks with V's view of each face replaced by its true view
-    import importlib.util
-    from pathlib import Path
-
     from voxrender.data.faces import SyntheticFaces
 
-    spec = importlib.util.spec_from_file_location(
-        "diag_oracle_view", Path(__file__).resolve().parents[1] / "tools" / "diag_oracle_view.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("diag_oracle_view")
     truth = SyntheticFaces(2, size=32, split="test").get_batch(range(2))["view"]
     before = (M.GAN2Shape.run, M.GAN2Shape.predict)
     assert tool.main(["--replace", "all", "--out", str(tmp_path / "ov"), "--", "--gan", str(ckpt), "--preset", "tiny",

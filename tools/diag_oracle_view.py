@@ -28,29 +28,33 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ours, rest = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     args = p.parse_args(ours)
-    ev = argparse.ArgumentParser(add_help=False)
-    ev.add_argument("--n", type=int, default=8)
-    ev.add_argument("--split", default="test")
-    known, _ = ev.parse_known_args(rest)
+    eval_argv = ["eval-gan2shape", *rest, *([] if "--nets-only" in rest else ["--nets-only"]), "--out", args.out]
+    # eval-gan2shape's own parser reads the faces it will run (--n, --split with its defaults)
+    from voxrender.models.gan2shape.cli import add_gan2shape_commands
 
-    from voxrender.data.faces import SyntheticFaces
+    top = argparse.ArgumentParser(prog="voxrender")
+    add_gan2shape_commands(top.add_subparsers())
+    known = top.parse_args(eval_argv)
+
     # the class eval-gan2shape runs (voxrender.models.gan2shape, not the top-level models package: two module
     # objects of the same file, patching one leaves the other alone)
     from voxrender.models.gan2shape import model as gm
 
-    # (a face's view does not depend on the image size)
-    truth = SyntheticFaces(known.n, size=32, split=known.split).get_batch(range(known.n))["view"]
-    state = {"k": -1}
+    from voxrender.data.faces import SyntheticFaces
+
+    state = {"k": -1, "truth": None}
     run0, predict0 = gm.GAN2Shape.run, gm.GAN2Shape.predict
 
     def run(self, *a, **kw):
+        if state["truth"] is None:  # after the eval has checked its arguments (a face's view is the same at any size)
+            state["truth"] = SyntheticFaces(known.n, size=32, split=known.split).get_batch(range(known.n))["view"]
         state["k"] += 1
         return run0(self, *a, **kw)
 
     def predict(self, x=None, train=()):
         out = predict0(self, x, train)
         if x is None:  # the input image's own view (pseudo / projected samples keep V's)
-            v, t = out["view"].clone(), truth[state["k"]].to(out["view"])
+            v, t = out["view"].clone(), state["truth"][state["k"]].to(out["view"])
             cols = {"all": slice(0, 6), "yaw": slice(1, 2), "rot": slice(0, 3)}[args.replace]
             v[:, cols] = t[cols]
             out["view"] = v
@@ -58,10 +62,9 @@ def main(argv=None) -> int:
 
     from voxrender.cli import main as cli_main
 
-    extra = [] if "--nets-only" in rest else ["--nets-only"]
     gm.GAN2Shape.run, gm.GAN2Shape.predict = run, predict
     try:
-        return cli_main(["eval-gan2shape", *rest, *extra, "--out", args.out])
+        return cli_main(eval_argv)
     finally:  # the class as it was (the tool may run inside a test process)
         gm.GAN2Shape.run, gm.GAN2Shape.predict = run0, predict0
 
