@@ -227,7 +227,7 @@ def test_relief_line():
 
 def test_diag_depth_tilt_finds_and_removes_a_lean(tmp_path, capsys, load_tool):
     """tools/diag_depth_tilt.py: a ground-truth face leaned by exp(0.05 y + 0.01 x) is reported with those
-    slopes, and tilting it back leaves no error."""
+    slopes, and tilting it back leaves no error; a relief 30 % too deep is reported as 1.30 and taken off too."""
     import numpy as np
 
     tool = load_tool("diag_depth_tilt")
@@ -246,4 +246,36 @@ def test_diag_depth_tilt_finds_and_removes_a_lean(tmp_path, capsys, load_tool):
         side, slope_x, slope_y, side_untilted, mad_untilted = (float(row[k]) for k in (1, 3, 4, 5, 6))
         assert side > 1 and slope_x == pytest.approx(0.01, abs=1e-4) and slope_y == pytest.approx(0.05, abs=1e-4)
         assert side_untilted < 0.01 and mad_untilted < 0.5
+        assert float(row[7]) == pytest.approx(1.0, abs=1e-4) and float(row[8]) < 0.01
+    # a relief 30 % too deep on top of the lean: the plane + relief fit finds both and leaves no error
+    deep = torch.where(mask > 0, gt ** 1.3 * torch.exp(0.05 * y + 0.01 * x + 0.003), gt)
+    coef = tool.fit_planes(deep, gt, M.evaluate_depth(deep, gt, gt_mask=mask)["mask"], relief=True)
+    torch.testing.assert_close(coef, torch.tensor([[0.003, 0.01, 0.05, 0.3]] * 2, dtype=torch.float64), rtol=0,
+                               atol=1e-6)
+    np.save(tmp_path / "depth_pred.npy", deep.float().numpy())
+    assert tool.main([str(tmp_path)]) == 0
+    for row in [line.split() for line in capsys.readouterr().out.splitlines()[1:3]]:
+        assert float(row[5]) > 0.05 and float(row[7]) == pytest.approx(1.3, abs=1e-3) and float(row[8]) < 0.01
     assert tool.main([str(tmp_path / "missing")]) == 2
+
+
+def test_fit_prior_relief_recovers_a_known_rise(capsys, load_tool):
+    """tools/fit_prior_relief.py: a prior scored against itself has slope 1; against 'faces' that ARE a cap
+    of rise 0.05 the bisection finds 0.05; the placed cap's mean over the masks is the canonical mean."""
+    tool = load_tool("fit_prior_relief")
+    b = SyntheticFaces(3, size=32, split="train").get_batch(range(3))
+    masks = object_mask(b["image"]).float()
+    cap = ellipsoid_depth_prior(masks, near=0.98, far=1.03)
+    torch.testing.assert_close(tool.relief_slopes(cap, cap), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-9)
+    assert tool.median_slope(masks, cap, 0.03, 1.03, None) < 1 < tool.median_slope(masks, cap, 0.07, 1.03, None)
+    assert tool.fit_rise(masks, cap, None) == pytest.approx(0.05, abs=1e-6)
+    near, far = tool.place(masks, b["canon_depth"], 0.05, None)
+    assert far - near == pytest.approx(0.05)
+    placed = ellipsoid_depth_prior(masks, near=near, far=far).double()
+    target = (b["canon_depth"].double() * masks).sum() / masks.sum()
+    assert float((placed * masks).sum() / masks.sum()) == pytest.approx(float(target), abs=1e-6)
+    with pytest.raises(ValueError, match="no slope 1"):
+        tool.fit_rise(masks, cap, None, lo=0.06, hi=0.2)
+    assert tool.main(["--n", "2", "--size", "32", "--rises", "0.05"]) == 0
+    assert "--prior-near" in capsys.readouterr().out
+    assert tool.main(["--n", "0"]) == 2
