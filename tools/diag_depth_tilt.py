@@ -50,6 +50,16 @@ def fit_planes(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, relief:
     return out
 
 
+def fitted(coef: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) the log-depth error :func:`fit_planes` fitted: a + b x + c y, plus s log(gt) for (B, 4)
+    coefficients (the prediction divided by its exp is the prediction with the fit taken off)."""
+    y, x = _coords(*gt.shape[-2:])
+    out = coef[:, :1, None] + coef[:, 1:2, None] * x + coef[:, 2:3, None] * y
+    if coef.shape[1] == 4:
+        out = out + coef[:, 3:, None] * gt.double().clamp(1e-3, 1e3).log()
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Reads OUT/depth_pred.npy, depth_gt.npy, mask_gt.npy of eval-gan2shape.")
@@ -66,17 +76,13 @@ def main(argv=None) -> int:
     pred, gt, gt_mask = arrays["depth_pred"], arrays["depth_gt"], arrays["mask_gt"]
     ev = evaluate_depth(pred, gt, gt_mask=gt_mask)
     coef = fit_planes(pred, gt, ev["mask"])
-    y, x = _coords(*pred.shape[-2:])
-    plane = coef[:, :1, None] + coef[:, 1:2, None] * x + coef[:, 2:3, None] * y
-    # the masks stay those of the prediction as evaluated (the plane moves depths by a few per cent only)
+    # the masks stay those of the prediction as evaluated (the fits move depths by a few per cent only)
     keep = (ev["mask"] > 0).double()
-    ev2 = evaluate_depth(pred / plane.exp(), gt, pred_mask=keep, gt_mask=gt_mask)
+    ev2 = evaluate_depth(pred / fitted(coef, gt).exp(), gt, pred_mask=keep, gt_mask=gt_mask)
     both = fit_planes(pred, gt, ev["mask"], relief=True)
-    fit = (both[:, :1, None] + both[:, 1:2, None] * x + both[:, 2:3, None] * y
-           + both[:, 3:, None] * gt.clamp(1e-3, 1e3).log())
-    ev3 = evaluate_depth(pred / fit.exp(), gt, pred_mask=keep, gt_mask=gt_mask)
-    print(f"{'image':>5}  {'SIDE':>6} {'MAD':>6}  {'slope x':>8} {'slope y':>8}  {'SIDE untilted':>13} {'MAD untilted':>12}"
-          f"  {'relief':>6} {'SIDE untilted+rescaled':>22}")
+    ev3 = evaluate_depth(pred / fitted(both, gt).exp(), gt, pred_mask=keep, gt_mask=gt_mask)
+    print(f"{'image':>5}  {'SIDE':>6} {'MAD':>6}  {'slope x':>8} {'slope y':>8}  {'SIDE untilted':>13} "
+          f"{'MAD untilted':>12}  {'relief':>6} {'SIDE untilted+rescaled':>22}")
     for i in range(pred.shape[0]):
         print(f"{i:5d}  {float(ev['side'][i]) * SIDE_SCALE:6.2f} {float(ev['mad'][i]):6.1f}  {float(coef[i, 1]):8.4f} "
               f"{float(coef[i, 2]):8.4f}  {float(ev2['side'][i]) * SIDE_SCALE:13.2f} {float(ev2['mad'][i]):12.1f}"

@@ -28,6 +28,9 @@ from voxrender.data.faces import SyntheticFaces
 from voxrender.models.gan2shape.metrics import evaluation_mask
 from voxrender.models.gan2shape.prior import PRIOR_BOXES, ellipsoid_depth_prior, object_mask
 
+# the rise is fitted with the rim at this depth (the slope hardly depends on it), then the cap is placed
+FIT_FAR = 1.03
+
 
 def relief_slopes(prior: torch.Tensor, gt_depth: torch.Tensor) -> torch.Tensor:
     """(B,) least-squares slope of log(prior) on log(gt_depth) over Unsup3d's evaluation mask (prediction
@@ -50,7 +53,7 @@ def median_slope(masks: torch.Tensor, gt_depth: torch.Tensor, rise: float, far: 
     return float(np.nanmedian(relief_slopes(prior, gt_depth).numpy()))
 
 
-def fit_rise(masks: torch.Tensor, gt_depth: torch.Tensor, box: str | None, far: float = 1.03, lo: float = 0.005,
+def fit_rise(masks: torch.Tensor, gt_depth: torch.Tensor, box: str | None, far: float = FIT_FAR, lo: float = 0.005,
              hi: float = 0.2, iters: int = 30) -> float:
     """The rise whose median slope is 1, by bisection on [lo, hi] (the slope grows with the rise)."""
     s_lo, s_hi = median_slope(masks, gt_depth, lo, far, box), median_slope(masks, gt_depth, hi, far, box)
@@ -98,10 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.n} training faces, {args.size} px, prior box {args.prior_box}")
     print("rise    median slope of log(prior) on log(true depth)")
     for r in (float(v) for v in args.rises.split(",")):
-        print(f"{r:.3f}   {median_slope(masks, gt, r, 1.03, box):.3f}")
+        print(f"{r:.3f}   {median_slope(masks, gt, r, FIT_FAR, box):.3f}")
     rise = fit_rise(masks, gt, box)
     near, far = place(masks, canon, rise, box)
-    print(f"slope 1 at rise {rise:.4f}; placed on the mean canonical depth: --prior-near {near:.4f} --prior-far {far:.4f}")
+    print(f"slope 1 at rise {rise:.4f}; placed on the mean canonical depth: "
+          f"--prior-near {near:.4f} --prior-far {far:.4f}")
     return 0
 
 
