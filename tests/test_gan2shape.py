@@ -534,7 +534,10 @@ def test_cli_eval_gan2shape_tiny(tmp_path, run_cli, ckpt):
     pred = np.load(out / "depth_pred.npy")
     assert pred.min() >= 0.8 - 1e-6 and pred.max() <= 1.2 + 1e-6  # the clamped recon depth in the view
     m = json.loads((out / "metrics.json").read_text())
-    assert set(m["baselines"]) == {"flat", "mean_depth", "ellipsoid"}
+    assert set(m["baselines"]) == {"flat", "mean_depth", "ellipsoid", "fitted_ellipsoid"}
+    fit = m["fitted_prior"]  # fitted on the 8 mean-depth training faces
+    assert fit["faces"] == 8 and fit["far"] - fit["near"] == pytest.approx(fit["rise"]) and 0 < fit["rise"] < 0.2
+    assert "fitted_ellipsoid" in r.stdout
     assert m["n"] == 2 and len(m["per_image"]) == 2
     assert m["gan2shape"]["count"] >= 1 and m["gan2shape"]["mad_deg_mean"] > 0
     assert "SIDE (x10^-2)" in r.stdout and m["oracle_samples"] is False

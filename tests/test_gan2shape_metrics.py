@@ -2,11 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from voxrender.data import SyntheticFaces
 from voxrender.models.gan2shape import metrics as M
+from voxrender.models.gan2shape import prior_fit as PF
 from voxrender.models.gan2shape import renderer as R
 from voxrender.models.gan2shape.prior import ellipsoid_depth_prior, mask_range, object_mask
 
@@ -233,8 +235,8 @@ def test_diag_depth_tilt_finds_and_removes_a_lean(tmp_path, capsys, load_tool):
     tool = load_tool("diag_depth_tilt")
     b = SyntheticFaces(2, size=32, split="test").get_batch(range(2))
     gt, mask = b["depth"].double(), b["mask"].double()
-    y, x = torch.meshgrid(torch.linspace(-1, 1, 32, dtype=torch.float64), torch.linspace(-1, 1, 32, dtype=torch.float64),
-                          indexing="ij")
+    axis = torch.linspace(-1, 1, 32, dtype=torch.float64)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
     pred = torch.where(mask > 0, gt * torch.exp(0.05 * y + 0.01 * x + 0.003), gt)
     for name, t in (("depth_pred", pred), ("depth_gt", gt), ("mask_gt", mask)):
         np.save(tmp_path / f"{name}.npy", t.float().numpy())
@@ -259,23 +261,80 @@ def test_diag_depth_tilt_finds_and_removes_a_lean(tmp_path, capsys, load_tool):
     assert tool.main([str(tmp_path / "missing")]) == 2
 
 
-def test_fit_prior_relief_recovers_a_known_rise(capsys, load_tool):
-    """tools/fit_prior_relief.py: a prior scored against itself has slope 1; against 'faces' that ARE a cap
-    of rise 0.05 the bisection finds 0.05; the placed cap's mean over the masks is the canonical mean."""
-    tool = load_tool("fit_prior_relief")
+def test_relief_slopes_match_a_per_face_least_squares_fit():
+    """prior_fit.relief_slopes (batched) is the slope of numpy's line fit of log(depth) on log(gt) over
+    Unsup3d's evaluation mask, face by face; NaN where that mask is (nearly) empty."""
+    b = SyntheticFaces(3, size=32, split="train").get_batch(range(3))
+    gt = b["depth"].double()
+    pred = ellipsoid_depth_prior(object_mask(b["image"]).float(), near=0.97, far=1.02).double()
+    pred = pred * (1 + 0.01 * torch.randn(pred.shape, generator=torch.Generator().manual_seed(0), dtype=D64))
+    got = PF.relief_slopes(pred, gt)
+    m = M.evaluation_mask(pred.float(), gt.float(), pred_mask=torch.ones_like(gt)).bool()
+    for k in range(3):
+        ref = np.polyfit(gt[k][m[k]].log().numpy(), pred[k][m[k]].log().numpy(), 1)[0]
+        assert float(got[k]) == pytest.approx(ref, rel=1e-9)
+    empty = torch.full_like(gt[:1], 10.0)  # no face: no evaluation pixel
+    assert math.isnan(float(PF.relief_slopes(pred[:1], empty)[0]))
+
+
+def test_fit_prior_recovers_a_known_rise(capsys, load_tool):
+    """prior_fit: a prior scored against itself has slope 1; against 'faces' that ARE a cap of rise 0.05 the
+    bisection finds 0.05; the placed cap's mean over the masks is the canonical mean. The tool prints it."""
     b = SyntheticFaces(3, size=32, split="train").get_batch(range(3))
     masks = object_mask(b["image"]).float()
     cap = ellipsoid_depth_prior(masks, near=0.98, far=1.03)
-    torch.testing.assert_close(tool.relief_slopes(cap, cap), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-9)
-    assert tool.median_slope(masks, cap, 0.03, 1.03, None) < 1 < tool.median_slope(masks, cap, 0.07, 1.03, None)
-    assert tool.fit_rise(masks, cap, None) == pytest.approx(0.05, abs=1e-6)
-    near, far = tool.place(masks, b["canon_depth"], 0.05, None)
+    torch.testing.assert_close(PF.relief_slopes(cap, cap), torch.ones(3, dtype=D64), rtol=0, atol=1e-9)
+    assert PF.median_slope(masks, cap, 0.03) < 1 < PF.median_slope(masks, cap, 0.07)
+    assert PF.fit_rise(masks, cap) == pytest.approx(0.05, abs=1e-6)
+    near, far = PF.place_prior(masks, b["canon_depth"], 0.05)
     assert far - near == pytest.approx(0.05)
     placed = ellipsoid_depth_prior(masks, near=near, far=far).double()
     target = (b["canon_depth"].double() * masks).sum() / masks.sum()
     assert float((placed * masks).sum() / masks.sum()) == pytest.approx(float(target), abs=1e-6)
+    fit = PF.fit_prior(masks, cap, b["canon_depth"])
+    assert fit["rise"] == pytest.approx(0.05, abs=1e-6) and fit["far"] - fit["near"] == pytest.approx(fit["rise"])
     with pytest.raises(ValueError, match="no slope 1"):
-        tool.fit_rise(masks, cap, None, lo=0.06, hi=0.2)
+        PF.fit_rise(masks, cap, lo=0.06, hi=0.2)
+    tool = load_tool("fit_prior_relief")
     assert tool.main(["--n", "2", "--size", "32", "--rises", "0.05"]) == 0
     assert "--prior-near" in capsys.readouterr().out
     assert tool.main(["--n", "0"]) == 2
+
+
+def test_fitted_ellipsoid_baseline():
+    """evaluate_baselines' fitted_ellipsoid: with the ellipsoid's own near / far it scores the same; with the
+    rise fitted on training faces it beats GAN2Shape's default prior (rise 0.11, far too deep for them)."""
+    b = SyntheticFaces(6, seed=3, split="test").get_batch(range(6))
+    same = M.evaluate_baselines(b["depth"], b["mask"], b["image"], prior_kwargs={"near": 0.95, "far": 1.02},
+                                fitted_prior={"near": 0.95, "far": 1.02})
+    assert set(same) == {"flat", "mean_depth", "ellipsoid", "fitted_ellipsoid"}
+    for key in ("side_mean", "mad_mean", "count"):
+        assert same["fitted_ellipsoid"][key] == same["ellipsoid"][key]
+    t = SyntheticFaces(24, split="train").get_batch(range(24))
+    fit = PF.fit_prior(object_mask(t["image"]).float(), t["depth"], t["canon_depth"])
+    assert 0.02 < fit["rise"] < 0.08
+    res = M.evaluate_baselines(b["depth"], b["mask"], b["image"], fitted_prior=fit)
+    assert res["fitted_ellipsoid"]["side_mean"] < res["ellipsoid"]["side_mean"]
+    assert res["fitted_ellipsoid"]["mad_mean"] < res["ellipsoid"]["mad_mean"]
+
+def test_fitted_prior_on_training_faces_and_when_none_fits():
+    """pipeline.fitted_prior_on: the fit on the first n faces with the face count; faces no cap fits (flat:
+    slope 0 at every rise) leave the baseline out with the reason logged, not a crash or a made-up prior."""
+    from voxrender.models.gan2shape.pipeline import fitted_prior_on
+
+    faces = SyntheticFaces(6, size=32, split="train")
+    fit = fitted_prior_on(faces, 4, None, log=lambda m: None)
+    b = faces.get_batch(range(4))
+    assert fit == {**PF.fit_prior(object_mask(b["image"]).float(), b["depth"], b["canon_depth"]), "faces": 4}
+
+    class Flat:
+        def __len__(self):
+            return 2
+
+        def get_batch(self, idx):
+            d = SyntheticFaces(2, size=32, split="train").get_batch(idx)
+            return {**d, "depth": torch.where(d["mask"] > 0, 1.0, 10.0)}
+
+    said = []
+    assert fitted_prior_on(Flat(), 2, None, log=said.append) is None
+    assert len(said) == 1 and "fitted_ellipsoid baseline left out" in said[0] and "no slope 1" in said[0]

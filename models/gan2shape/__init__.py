@@ -1,5 +1,6 @@
 """GAN2Shape (Pan et al., ICLR 2021) on voxrender: the Unsup3d renderer (``renderer``), the ellipsoid shape
-prior and threshold object mask (``prior``), the SIDE / MAD evaluation (``metrics``), the networks
+prior and threshold object mask (``prior``), that prior's rise fitted to faces with ground truth
+(``prior_fit``), the SIDE / MAD evaluation (``metrics``), the networks
 (``networks``), the per-image algorithm (``model``), W-space inversion (``invert``), the end-to-end runs and
 outputs (``pipeline``) and the ``voxrender gan2shape`` / ``eval-gan2shape`` commands (``cli``)."""
 

@@ -16,13 +16,14 @@ Both metrics are computed exactly as Unsup3d does (Wu et al. 2020, ``unsup3d/mod
   (``renderer.normals_from_depth``: central differences of the back-projected points, Unsup3d's camera).
   One deliberate difference: the normals are exactly unit length. Unsup3d divides by (|n| + 1e-7), which
   for its tiny un-normalised normals means |n| = 0.997 at 64 px and 0.987 at 128 px, so its MAD is 6.5 / 13
-  degrees for a perfect prediction of a fronto-parallel surface (acos(|n|^2); a little less on slanted ones); ``normal_eps=1e-7`` reproduces it.
+  degrees for a perfect prediction of a fronto-parallel surface (acos(|n|^2); a little less on slanted ones);
+  ``normal_eps=1e-7`` reproduces it.
 - per image, then mean +- std over images (population std, numpy's default; images whose mask is empty
   give NaN and are left out of the summary).
 
 Baselines (:func:`evaluate_baselines`): a flat depth map, the mean ground-truth depth over a set, and the
-ellipsoid prior alone (``prior.ellipsoid_depth_prior`` of the object mask), each taken as the predicted
-depth in the view.
+ellipsoid prior alone (``prior.ellipsoid_depth_prior`` of the object mask), and optionally that prior with
+its rise fitted to training faces (``prior_fit``), each taken as the predicted depth in the view.
 """
 
 from __future__ import annotations
@@ -174,14 +175,17 @@ def mean_depth(gt_depths: Tensor, gt_masks: Tensor | None = None) -> Tensor:
 
 def evaluate_baselines(gt_depth: Tensor, gt_mask: Tensor | None = None, images: Tensor | None = None, *,
                        mean_gt_depth: Tensor | None = None, object_masks: Tensor | None = None,
-                       prior_kwargs: dict | None = None, K: Tensor | None = None) -> dict:
-    """SIDE / MAD of the three baselines on ground-truth view depths (B, H, W).
+                       prior_kwargs: dict | None = None, fitted_prior: dict | None = None,
+                       K: Tensor | None = None) -> dict:
+    """SIDE / MAD of the baselines on ground-truth view depths (B, H, W).
 
     - ``"flat"``: :func:`flat_depth` (prediction mask: everything).
     - ``"mean_depth"``: ``mean_gt_depth`` (H, W) (by default :func:`mean_depth` of ``gt_depth`` itself; pass
       the mean over a training set for a fair baseline), mask everything.
     - ``"ellipsoid"``: :func:`prior.ellipsoid_depth_prior` of ``object_masks`` (default: the threshold
       :func:`prior.object_mask` of ``images`` when given, else the ground-truth mask), mask everything.
+    - ``"fitted_ellipsoid"`` (only with ``fitted_prior``, a dict with ``near`` and ``far``, e.g.
+      :func:`prior_fit.fit_prior` on training faces): the same prior with that rise and placement.
 
     Returns {name: :func:`evaluate_depth` results}.
     """
@@ -195,6 +199,10 @@ def evaluate_baselines(gt_depth: Tensor, gt_mask: Tensor | None = None, images: 
         object_masks = object_mask(images) if images is not None else gm
     prior = ellipsoid_depth_prior(_b(object_masks).float(), **(prior_kwargs or {}))
     out["ellipsoid"] = evaluate_depth(prior, g, pred_mask=every, gt_mask=gm, K=K)
+    if fitted_prior is not None:
+        kw = {**(prior_kwargs or {}), "near": fitted_prior["near"], "far": fitted_prior["far"]}
+        fitted = ellipsoid_depth_prior(_b(object_masks).float(), **kw)
+        out["fitted_ellipsoid"] = evaluate_depth(fitted, g, pred_mask=every, gt_mask=gm, K=K)
     return out
 
 

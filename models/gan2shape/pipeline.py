@@ -497,6 +497,21 @@ def multiview_inversion(G, D, n: int = 4, yaws=(-30.0, -15.0, 0.0, 15.0, 30.0), 
             "l1_face_still": face_l1(target[:, still:still + 1])[1], "yaws": yaws}
 
 
+def fitted_prior_on(faces, n: int, category: str | None, log=print) -> dict | None:
+    """``prior_fit.fit_prior`` on the first ``n`` of ``faces`` (TRAINING faces, with the threshold object
+    mask the prior is built from), with the number of faces; None (and a logged reason) when no rise fits."""
+    from .prior import object_mask
+    from .prior_fit import fit_prior
+
+    b = faces.get_batch(range(min(n, len(faces))))
+    try:
+        fit = fit_prior(object_mask(b["image"]).float(), b["depth"], b["canon_depth"], category)
+    except ValueError as e:
+        log(f"fitted_ellipsoid baseline left out: {e}")
+        return None
+    return {**fit, "faces": int(b["depth"].shape[0])}
+
+
 def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=None, perceptual=None,
                        stats: ViewLightStats | None = None, seed: int = 0, invert_steps: int = 200,
                        invert_lr: float = 0.05, data_seed: int = 0, mean_depth_items: int = 256,
@@ -509,7 +524,8 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     predicted view of the input (``recon_depth``), the mask the eroded intersection of the ground-truth mask
     (depth < its maximum) and the predicted one (recon depth < 1.2) (``metrics.evaluate_depth``). Also the
     baselines (flat, the mean ground-truth depth over ``mean_depth_items`` TRAINING faces, the ellipsoid
-    prior of the threshold mask) with ``metrics.evaluate_baselines``.
+    prior of the threshold mask, and that prior with its rise fitted to the same training faces,
+    :func:`fitted_prior_on`, recorded under ``fitted_prior``) with ``metrics.evaluate_baselines``.
 
     Writes ``metrics.json``, ``depth_pred.npy``, ``depth_gt.npy``, ``mask_gt.npy`` (n, S, S) (and the
     per-image outputs under ``images/`` with ``save_images``); returns the metrics dict. Every finished image
@@ -568,8 +584,10 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
                          init=init)
     pred = torch.stack([r.view_depth for r in results])
     ev = evaluate_depth(pred, gt_depth)
-    mean_gt = SyntheticFaces(mean_depth_items, size=S, seed=data_seed, split="train").mean_depth(mean_depth_items)
-    base = evaluate_baselines(gt_depth, images=images, mean_gt_depth=mean_gt,
+    train = SyntheticFaces(mean_depth_items, size=S, seed=data_seed, split="train")
+    mean_gt = train.mean_depth(mean_depth_items)
+    fitted = fitted_prior_on(train, mean_depth_items, config.category, log)
+    base = evaluate_baselines(gt_depth, images=images, mean_gt_depth=mean_gt, fitted_prior=fitted,
                               prior_kwargs={"category": config.category, "near": config.prior_near,
                                             "far": config.prior_far})
     np.save(out / "depth_pred.npy", pred.numpy().astype(np.float32))
@@ -597,6 +615,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
         "gan2shape": summary(ev),
         "concave": sum(r is not None and r < 0 for r in reliefs),
         "baselines": {k: summary(v) for k, v in base.items()},
+        "fitted_prior": fitted,
         "per_image": per_image,
         "oracle_samples": bool(oracle_samples),
         "pretrained": None if init is None else {"digest": pretrained_digest(init), "images": init.get("images"),
@@ -613,8 +632,8 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
         "published_bfm_unsup3d": {"side_x1e-2": "0.793 +- 0.140", "mad_deg": "16.51 +- 1.56"},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    log(format_metrics(ev, "oracle       " if oracle_samples else "gan2shape    "))
+    log(format_metrics(ev, f"{'oracle' if oracle_samples else 'gan2shape':16s}"))
     for k, v in base.items():
-        log(format_metrics(v, f"{k:13s}"))
+        log(format_metrics(v, f"{k:16s}"))
     log(relief_line(reliefs, gt_relief.tolist()))
     return metrics
