@@ -388,7 +388,8 @@ def add_gan2shape_commands(sub) -> None:
                     "inverted into the GAN's W space, and compares the depth of the reconstruction in the "
                     "predicted view of the input with the ground-truth view depth as Unsup3d does: SIDE "
                     "(x 10^-2) and MAD (degrees) over the eroded intersection of the ground-truth and predicted "
-                    "masks, per image, mean +- std; baselines flat depth, mean training depth, ellipsoid prior. "
+                    "masks, per image, mean +- std; baselines flat depth, mean training depth, ellipsoid prior, and "
+                    "the ellipsoid with its rise fitted to the training faces (fitted_ellipsoid). "
                     "Writes OUT/metrics.json, depth_pred.npy, depth_gt.npy, mask_gt.npy (N, S, S). The GAN "
                     "should be one trained on the synthetic faces (`voxrender train stylegan2`).",
     )
@@ -399,7 +400,7 @@ def add_gan2shape_commands(sub) -> None:
                    help="the held-out faces: 'test' (the numbers to report) or 'val' (to choose settings on, so "
                         "that the test faces stay unseen) (default test)")
     e.add_argument("--mean-depth-n", type=int, default=256, metavar="N",
-                   help="training faces averaged for the mean-depth baseline (default 256)")
+                   help="training faces for the mean-depth baseline and the fitted ellipsoid's fit (default 256)")
     e.add_argument("--save-images", action="store_true",
                    help="also write every image's GAN2Shape outputs under OUT/images/")
     e.add_argument("--oracle-samples", action="store_true",
