@@ -589,6 +589,10 @@ def test_cli_errors(tmp_path, run_cli, ckpt):
     r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--vgg", str(tmp_path / "vgg.pt"),
                 "--out", str(tmp_path))
     assert r.returncode != 0 and "vgg.pt" in r.stderr
+    # the training faces of the mean-depth and fitted-ellipsoid baselines: checked before any face is run
+    r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "1", "--mean-depth-n", "0",
+                "--out", str(tmp_path / "ev0"))
+    assert r.returncode != 0 and "--mean-depth-n" in r.stderr and not (tmp_path / "ev0").exists()
 
 
 def test_vgg_perceptual(tmp_path):

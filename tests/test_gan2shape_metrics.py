@@ -318,23 +318,15 @@ def test_fitted_ellipsoid_baseline():
     assert res["fitted_ellipsoid"]["mad_mean"] < res["ellipsoid"]["mad_mean"]
 
 def test_fitted_prior_on_training_faces_and_when_none_fits():
-    """pipeline.fitted_prior_on: the fit on the first n faces with the face count; faces no cap fits (flat:
+    """pipeline.fitted_prior_on: the fit on a batch of faces with the face count; faces no cap fits (flat:
     slope 0 at every rise) leave the baseline out with the reason logged, not a crash or a made-up prior."""
     from voxrender.models.gan2shape.pipeline import fitted_prior_on
 
-    faces = SyntheticFaces(6, size=32, split="train")
-    fit = fitted_prior_on(faces, 4, None, log=lambda m: None)
-    b = faces.get_batch(range(4))
+    b = SyntheticFaces(6, size=32, split="train").get_batch(range(4))
+    fit = fitted_prior_on(b, None, log=lambda m: None)
     assert fit == {**PF.fit_prior(object_mask(b["image"]).float(), b["depth"], b["canon_depth"]), "faces": 4}
 
-    class Flat:
-        def __len__(self):
-            return 2
-
-        def get_batch(self, idx):
-            d = SyntheticFaces(2, size=32, split="train").get_batch(idx)
-            return {**d, "depth": torch.where(d["mask"] > 0, 1.0, 10.0)}
-
+    flat = {**b, "depth": torch.where(b["mask"] > 0, 1.0, 10.0)}
     said = []
-    assert fitted_prior_on(Flat(), 2, None, log=said.append) is None
+    assert fitted_prior_on(flat, None, log=said.append) is None
     assert len(said) == 1 and "fitted_ellipsoid baseline left out" in said[0] and "no slope 1" in said[0]

@@ -170,6 +170,8 @@ def cmd_eval_gan2shape(args) -> int:
     cmd = "eval-gan2shape"
     if args.n < 1:
         raise _fail(cmd, f"--n: expected at least 1 image, got {args.n}")
+    if args.mean_depth_n < 1:
+        raise _fail(cmd, f"--mean-depth-n: expected at least 1 training face, got {args.mean_depth_n}")
     config, G, D, perceptual, stats, device, init = _setup(cmd, args)
     print(f"eval-gan2shape: {args.n} held-out synthetic faces ({args.split}) at {config.image_size} px, preset {config.preset}, "
           f"device {device}" + (f", from the pretrained networks {args.pretrained}" if init is not None else "")

@@ -197,11 +197,12 @@ def evaluate_baselines(gt_depth: Tensor, gt_mask: Tensor | None = None, images: 
     out["mean_depth"] = evaluate_depth(md.expand_as(g).contiguous(), g, pred_mask=every, gt_mask=gm, K=K)
     if object_masks is None:
         object_masks = object_mask(images) if images is not None else gm
-    prior = ellipsoid_depth_prior(_b(object_masks).float(), **(prior_kwargs or {}))
+    om = _b(object_masks).float()
+    prior = ellipsoid_depth_prior(om, **(prior_kwargs or {}))
     out["ellipsoid"] = evaluate_depth(prior, g, pred_mask=every, gt_mask=gm, K=K)
     if fitted_prior is not None:
         kw = {**(prior_kwargs or {}), "near": fitted_prior["near"], "far": fitted_prior["far"]}
-        fitted = ellipsoid_depth_prior(_b(object_masks).float(), **kw)
+        fitted = ellipsoid_depth_prior(om, **kw)
         out["fitted_ellipsoid"] = evaluate_depth(fitted, g, pred_mask=every, gt_mask=gm, K=K)
     return out
 

@@ -497,13 +497,13 @@ def multiview_inversion(G, D, n: int = 4, yaws=(-30.0, -15.0, 0.0, 15.0, 30.0), 
             "l1_face_still": face_l1(target[:, still:still + 1])[1], "yaws": yaws}
 
 
-def fitted_prior_on(faces, n: int, category: str | None, log=print) -> dict | None:
-    """``prior_fit.fit_prior`` on the first ``n`` of ``faces`` (TRAINING faces, with the threshold object
-    mask the prior is built from), with the number of faces; None (and a logged reason) when no rise fits."""
+def fitted_prior_on(b: dict, category: str | None, log=print) -> dict | None:
+    """``prior_fit.fit_prior`` on a batch of TRAINING faces (``SyntheticFaces.get_batch``: image, depth,
+    canon_depth; the prior is built from the images' threshold object mask), with the number of faces; None
+    (and a logged reason) when no rise fits."""
     from .prior import object_mask
     from .prior_fit import fit_prior
 
-    b = faces.get_batch(range(min(n, len(faces))))
     try:
         fit = fit_prior(object_mask(b["image"]).float(), b["depth"], b["canon_depth"], category)
     except ValueError as e:
@@ -539,10 +539,12 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     (:func:`load_pretrained`) every face starts from (step 0 skipped); ``metrics.json`` records them."""
     from voxrender.data.faces import SyntheticFaces
 
-    from .metrics import SIDE_SCALE, evaluate_baselines, evaluate_depth, format_metrics, relief
+    from .metrics import SIDE_SCALE, evaluate_baselines, evaluate_depth, format_metrics, mean_depth, relief
 
     if n < 1:
         raise ValueError(f"--n: expected at least 1 image, got {n}")
+    if mean_depth_items < 1:
+        raise ValueError(f"--mean-depth-n: expected at least 1 training face, got {mean_depth_items}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     S = config.image_size
@@ -584,9 +586,10 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
                          init=init)
     pred = torch.stack([r.view_depth for r in results])
     ev = evaluate_depth(pred, gt_depth)
-    train = SyntheticFaces(mean_depth_items, size=S, seed=data_seed, split="train")
-    mean_gt = train.mean_depth(mean_depth_items)
-    fitted = fitted_prior_on(train, mean_depth_items, config.category, log)
+    # the training faces of the mean-depth baseline and of the fitted ellipsoid, rendered once for both
+    train = SyntheticFaces(mean_depth_items, size=S, seed=data_seed, split="train").get_batch(range(mean_depth_items))
+    mean_gt = mean_depth(train["depth"], train["mask"])
+    fitted = fitted_prior_on(train, config.category, log)
     base = evaluate_baselines(gt_depth, images=images, mean_gt_depth=mean_gt, fitted_prior=fitted,
                               prior_kwargs={"category": config.category, "near": config.prior_near,
                                             "far": config.prior_far})
