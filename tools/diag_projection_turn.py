@@ -35,8 +35,8 @@ def _as_if_made_for(init: dict, cfg) -> dict:
     """``init`` with its recorded depth frame (anchor, prior) replaced by ``cfg``'s: this tool applies the anchor
     to networks pretrained without it on purpose, which ``check_pretrained`` refuses for a real run."""
     if init.get("config") is not None:
-        init["config"] = dict(init["config"], depth_anchor=cfg.depth_anchor, prior_near=cfg.prior_near,
-                              prior_far=cfg.prior_far)
+        init["config"] = dict(init["config"], depth_anchor=cfg.depth_anchor, tilt_anchor=cfg.tilt_anchor,
+                              prior_near=cfg.prior_near, prior_far=cfg.prior_far, category=cfg.category)
     return init
 
 
@@ -113,6 +113,11 @@ def main(argv=None) -> int:
                         "face's w): is it E (the offset encoder) or the generator that cannot turn the face?")
     p.add_argument("--from-encoder", action="store_true",
                    help="--invert-samples starts from E's projection w + dw (a refinement) instead of w")
+    p.add_argument("--tilt-anchor", action="store_true",
+                   help="with --depth-anchor: hold the canonical depth's vertical tilt at the prior's too (as the "
+                        "pretraining did)")
+    p.add_argument("--prior-box", default=None, choices=("plain", "synface", "face", "car", "church"),
+                   help="the ellipsoid prior's box rule (default: the synface preset's; pass the pretraining's)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="PNG of pseudo (top) and projected (bottom) samples")
     args = p.parse_args(argv)
@@ -129,7 +134,9 @@ def main(argv=None) -> int:
     G, D = load_gan(args.gan)
     cfg = M.GAN2ShapeConfig.from_preset("synface", collect_iters=1, image_size=G.size, prior_steps=args.prior_steps,
                                         prior_near=args.prior_near, prior_far=args.prior_far)
-    run_cfg = dataclasses.replace(cfg, depth_anchor=args.depth_anchor)
+    if args.prior_box is not None:
+        cfg = dataclasses.replace(cfg, category=None if args.prior_box == "plain" else args.prior_box)
+    run_cfg = dataclasses.replace(cfg, depth_anchor=args.depth_anchor, tilt_anchor=args.tilt_anchor).validate()
     init = _as_if_made_for(_nets_of(args.pretrained), run_cfg) if args.pretrained else None
     yard = M.GAN2Shape(G, D, cfg)
     yard._build_nets(0, _as_if_made_for(_nets_of(args.yardstick), cfg))

@@ -42,7 +42,8 @@ def _setup(cmd: str, args, pretraining: bool = False):
         raise _fail(cmd, f"--steps-scale: expected a positive number, got {args.steps_scale}")
     for name, v, ok, want in (("--refine-steps", args.refine_steps, lambda v: v >= 0, ">= 0"),
                               ("--refine-lr", args.refine_lr, lambda v: v > 0, "> 0"),
-                              ("--collect-iters", args.collect_iters, lambda v: v >= 1, ">= 1")):
+                              ("--collect-iters", args.collect_iters, lambda v: v >= 1, ">= 1"),
+                              ("--view-supervision", args.view_supervision, lambda v: v >= 0, ">= 0")):
         if v is not None and not ok(v):
             raise _fail(cmd, f"{name}: expected {want}, got {v}")
     if args.threads is not None:
@@ -64,7 +65,8 @@ def _setup(cmd: str, args, pretraining: bool = False):
         if args.steps_scale is not None and args.steps_scale != 1:
             config = config.scaled(args.steps_scale)
         extra = {k: v for k, v in (("refine_steps", args.refine_steps), ("refine_lr", args.refine_lr),
-                                   ("collect_iters", args.collect_iters)) if v is not None}
+                                   ("collect_iters", args.collect_iters),
+                                   ("view_supervision", args.view_supervision)) if v is not None}
         if extra:
             config = dataclasses.replace(config, **extra).validate()
         G, D = load_gan(args.gan, device)
@@ -322,6 +324,11 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str, p
                         "Costs K generator + discriminator passes per collected batch: see --collect-iters")
     p.add_argument("--refine-lr", type=float, default=None, metavar="LR",
                    help="learning rate of --refine-steps, cosine-decayed to 0 (default 0.05, the inversion's)")
+    p.add_argument("--view-supervision", type=float, default=None, metavar="W",
+                   help="weight of a term in step 3 that pulls the viewpoint net's reading of each projected sample "
+                        "towards the view its pseudo sample was rendered in (not in GAN2Shape, default 0: V reads "
+                        "them freely; on the built-in faces it reads about half the yaw and the face comes out 40 %% "
+                        "too deep; see docs/gan2shape.md)")
     p.add_argument("--collect-iters", type=int, default=None, metavar="N",
                    help="batches of projected samples collected after step 2 (GAN2Shape's collect_iters; default: "
                         "the preset's, times --steps-scale; the pretraining shares them out over its images)")

@@ -65,7 +65,9 @@ against their views. ``tilt_anchor`` (with it) also holds the canonical depth's 
 mask at the prior's (``renderer.anchor_depth_tilt``): the symmetry leaves the bas-relief ambiguity's vertical
 shear open (a face leaning forward, lit from lower down, looks the same in one view), and the pretraining on
 the built-in faces leans every face about 35 degrees. Pretrained networks must have been made with the same
-anchors (:func:`check_pretrained`).
+anchors (:func:`check_pretrained`). ``view_supervision`` (a weight) adds to step 3 the squared error between V's
+raw reading of each projected sample and the view its pseudo sample was rendered in: there V reads them
+freely, and a deeper face explains a turned sample with less yaw.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ from .renderer import (
     masked_mean,
     reconstruct,
     view_from_raw,
+    view_to_raw,
 )
 
 __all__ = ["PRESETS", "PRETRAIN", "SYNFACE_PRIOR_NEAR", "DiscriminatorFeatureLoss", "GAN2Shape", "GAN2ShapeConfig",
@@ -152,7 +155,7 @@ PRETRAIN: dict[str, dict] = {
 
 # One image's inputs and working state; the joint pretraining keeps one set per image (GAN2Shape._select).
 _PER_IMAGE = ("image", "w", "gan_image", "x", "gan_x", "mask", "prior", "canon", "canon_mask", "proj", "proj_mask",
-              "_proj_idx", "pseudo_keep", "oracle")
+              "proj_view", "_proj_idx", "pseudo_keep", "oracle")
 # The settings that shape the networks: pretrained weights fit a run only if these agree.
 _NET_SHAPE = ("image_size", "nf", "zdim", "enc_nf")
 
@@ -214,6 +217,13 @@ class GAN2ShapeConfig:
     # predicts about the mean offset), so step 3 learns a third of the yaw (docs/gan2shape.md).
     refine_steps: int = 0
     refine_lr: float = 0.05
+    # Weight of a view-supervision term in step 3: the viewpoint net's raw reading of each projected sample
+    # (rotations and xy translation) pulled towards the view its pseudo sample was rendered in (mean squared
+    # error in raw units: radians x 60 / 180 x pi, translations / 0.1). Not in GAN2Shape, where V reads the
+    # projected samples freely: a deeper face explains a turned sample with less yaw (the bas-relief
+    # trade-off), and on the built-in faces V settles at about half the yaw with the face 40 % too deep
+    # (docs/gan2shape.md). 0: off (GAN2Shape).
+    view_supervision: float = 0.0
     rotate_yaw: float = 70.0  # outputs: the rotation GIF sweeps yaw in +- this (degrees)
     rotate_frames: int = 24
 
@@ -237,6 +247,8 @@ class GAN2ShapeConfig:
             raise ValueError("batch_size and collect_iters must be >= 1")
         if self.tilt_anchor and not self.depth_anchor:
             raise ValueError("tilt_anchor: needs depth_anchor (--tilt-anchor goes with --depth-anchor)")
+        if not self.view_supervision >= 0:
+            raise ValueError(f"view_supervision: expected >= 0, got {self.view_supervision}")
         if self.refine_steps < 0 or not self.refine_lr > 0:
             raise ValueError(f"refine_steps, refine_lr: expected >= 0 and > 0, got {self.refine_steps}, {self.refine_lr}")
         if self.view_stats not in ("synface", "gaussian"):
@@ -662,7 +674,7 @@ class GAN2Shape:
         m = self._mask_or_all(torch.as_tensor(mask).to(dev, torch.float32).reshape(1, 1, self.S, self.S))
         st["mask"] = m
         st["prior"] = ellipsoid_depth_prior(m, near=cfg.prior_near, far=cfg.prior_far, category=cfg.category).to(dev)
-        st.update(canon=None, canon_mask=None, proj=None, proj_mask=None, _proj_idx=0, pseudo_keep=None,
+        st.update(canon=None, canon_mask=None, proj=None, proj_mask=None, proj_view=None, _proj_idx=0, pseudo_keep=None,
                   oracle=oracle)
         return st
 
@@ -957,8 +969,10 @@ class GAN2Shape:
 
     @torch.no_grad()
     def _collect(self, n: int, bar) -> None:
-        """``n`` batches of projected samples of the current image (the oracle's images with an oracle)."""
-        projs, masks, keep = [], [], None
+        """``n`` batches of projected samples of the current image (the oracle's images with an oracle), with
+        the raw views (rotations, xy translation) their pseudo samples were rendered in."""
+        c = self.cfg
+        projs, masks, raws, keep = [], [], [], None
         for _ in range(n):
             next(bar, None)
             views, lights = self._random_views_lights(self.cfg.batch_size)
@@ -970,9 +984,10 @@ class GAN2Shape:
                 proj, mask = proj.to(self.device), mask.to(self.device).reshape(proj.shape[0], 1, self.S, self.S)
             projs.append(proj)
             masks.append(mask)
+            raws.append(view_to_raw(views[:, :5], c.xyz_rotation_range, c.xy_translation_range))
             if keep is None:
                 keep = (pseudo[:8].cpu(), proj[:8].cpu())
-        self.proj, self.proj_mask = torch.cat(projs), torch.cat(masks)
+        self.proj, self.proj_mask, self.proj_view = torch.cat(projs), torch.cat(masks), torch.cat(raws)
         self.pseudo_keep = keep
         self._proj_idx = 0
 
@@ -1001,26 +1016,29 @@ class GAN2Shape:
             return resize((img.clamp(-1, 1) + 1) / 2, self.S)
 
     # -- step 3 -------------------------------------------------------------------------------------------
-    def _proj_batch(self) -> tuple[Tensor, Tensor]:
-        """The next batch of projected samples (GAN2Shape's ``load_proj_images``: in order, reshuffled after
-        each pass)."""
+    def _proj_batch(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The next batch of projected samples, their masks and their pseudo samples' raw views (GAN2Shape's
+        ``load_proj_images``: in order, reshuffled after each pass)."""
         b, n = self.cfg.batch_size, self.proj.shape[0]
         b = min(b, n)
         if self._proj_idx + b > n:
             perm = torch.randperm(n, generator=self.gen).to(self.proj.device)
-            self.proj, self.proj_mask = self.proj[perm], self.proj_mask[perm]
+            self.proj, self.proj_mask, self.proj_view = self.proj[perm], self.proj_mask[perm], self.proj_view[perm]
             self._proj_idx = 0
         sl = slice(self._proj_idx, self._proj_idx + b)
         self._proj_idx += b
-        return self.proj[sl], self.proj_mask[sl]
+        return self.proj[sl], self.proj_mask[sl], self.proj_view[sl]
 
     def step3_loss(self, flip: bool) -> Tensor:
         loss, p = self.forward_step1(flip, train=("depth", "albedo", "view", "light"))
-        proj, pmask = self._proj_batch()
+        proj, pmask, pview = self._proj_batch()
         b = proj.shape[0]
         with self.timer("networks_forward"):
-            view = self._view(self.nets["view"](proj * 2 - 1))
+            raw_view = self.nets["view"](proj * 2 - 1)
+            view = self._view(raw_view)
             light = self._light(self.nets["light"](proj * 2 - 1))
+        if self.cfg.view_supervision:
+            loss = loss + self.cfg.view_supervision * (raw_view[:, :5] + self.view_mean[:5] - pview).pow(2).mean()
         depth, albedo = p["depth2"], p["albedo2"]
         if flip:
             depth = torch.cat([depth[:1].expand(b, -1, -1), depth[1:].expand(b, -1, -1)])
