@@ -330,6 +330,14 @@ def test_prior_depth_of_the_presets():
     assert abs(np.mean(rise) - (M.PRESETS["synface"].get("prior_far", 1.02) - M.SYNFACE_PRIOR_NEAR)) < 0.005
 
 
+def test_prior_box_names():
+    from voxrender.models.gan2shape.prior import PRIOR_BOX_NAMES, PRIOR_BOXES, box_category
+
+    assert [box_category(n) for n in PRIOR_BOX_NAMES] == list(PRIOR_BOXES)
+    with pytest.raises(ValueError, match="prior box.*plain"):
+        box_category("dog")
+
+
 def test_refine_lowers_the_projection_loss_per_sample(gan, face):
     """--refine-steps: each projected sample is refined on its own latent from E's w + dw: step 2's image loss
     per sample goes down, a sample's result does not depend on the others in its batch, and 0 steps (the

@@ -30,6 +30,8 @@ import sys
 
 import torch
 
+from voxrender.models.gan2shape.prior import PRIOR_BOX_NAMES, box_category
+
 
 def _as_if_made_for(init: dict, cfg) -> dict:
     """``init`` with its recorded depth frame (anchor, prior) replaced by ``cfg``'s: this tool applies the anchor
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
     p.add_argument("--tilt-anchor", action="store_true",
                    help="with --depth-anchor: hold the canonical depth's vertical tilt at the prior's too (as the "
                         "pretraining did)")
-    p.add_argument("--prior-box", default=None, choices=("plain", "synface", "face", "car", "church"),
+    p.add_argument("--prior-box", default=None, choices=PRIOR_BOX_NAMES,
                    help="the ellipsoid prior's box rule (default: the synface preset's; pass the pretraining's)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="PNG of pseudo (top) and projected (bottom) samples")
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
     cfg = M.GAN2ShapeConfig.from_preset("synface", collect_iters=1, image_size=G.size, prior_steps=args.prior_steps,
                                         prior_near=args.prior_near, prior_far=args.prior_far)
     if args.prior_box is not None:
-        cfg = dataclasses.replace(cfg, category=None if args.prior_box == "plain" else args.prior_box)
+        cfg = dataclasses.replace(cfg, category=box_category(args.prior_box))
     run_cfg = dataclasses.replace(cfg, depth_anchor=args.depth_anchor, tilt_anchor=args.tilt_anchor).validate()
     init = _as_if_made_for(_nets_of(args.pretrained), run_cfg) if args.pretrained else None
     yard = M.GAN2Shape(G, D, cfg)

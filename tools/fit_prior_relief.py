@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from voxrender.data.faces import SyntheticFaces
-from voxrender.models.gan2shape.prior import PRIOR_BOXES, object_mask
+from voxrender.models.gan2shape.prior import PRIOR_BOX_NAMES, box_category, object_mask
 from voxrender.models.gan2shape.prior_fit import FIT_FAR, fit_prior, median_slope
 
 
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=200, help="training faces to fit on (default 200)")
     p.add_argument("--size", type=int, default=64, help="image size (default 64)")
     p.add_argument("--data-seed", type=int, default=0, help="SyntheticFaces seed (default 0, eval-gan2shape's)")
-    p.add_argument("--prior-box", default="plain", choices=["plain", *[k for k in PRIOR_BOXES if k]],
+    p.add_argument("--prior-box", default="plain", choices=PRIOR_BOX_NAMES,
                    help="the prior's box rule, as eval-gan2shape's --prior-box (default plain: the mask's own box)")
     p.add_argument("--rises", default="0.04,0.05,0.06,0.07", help="rises to tabulate (comma-separated)")
     return p
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1:
         print(f"--n: expected at least 1 face, got {args.n}", file=sys.stderr)
         return 2
-    box = None if args.prior_box == "plain" else args.prior_box
+    box = box_category(args.prior_box)
     b = SyntheticFaces(args.n, size=args.size, seed=args.data_seed, split="train").get_batch(range(args.n))
     masks, gt, canon = object_mask(b["image"]).float(), b["depth"], b["canon_depth"]
     print(f"{args.n} training faces, {args.size} px, prior box {args.prior_box}")

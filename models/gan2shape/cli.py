@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from .prior import PRIOR_BOX_NAMES, box_category
+
 PRESET_NAMES = ["synface", "celeba", "cat", "car", "church", "tiny"]
 
 
@@ -54,7 +56,7 @@ def _setup(cmd: str, args, pretraining: bool = False):
                                              prior_far=args.prior_far, depth_anchor=args.depth_anchor,
                                              tilt_anchor=args.tilt_anchor)
         if args.prior_box is not None:  # "plain" is category None, which from_preset reads as "the preset's"
-            config = dataclasses.replace(config, category=None if args.prior_box == "plain" else args.prior_box)
+            config = dataclasses.replace(config, category=box_category(args.prior_box))
             config.validate()
         if pretraining:
             config = config.for_pretraining()
@@ -296,7 +298,7 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str, p
                         "0.07 above their rim)")
     p.add_argument("--prior-far", type=float, default=None, metavar="Z",
                    help="depth of the prior at its rim and outside (default: the preset's, 1.02; 1.0 for church)")
-    p.add_argument("--prior-box", default=None, choices=("plain", "synface", "face", "car", "church"),
+    p.add_argument("--prior-box", default=None, choices=PRIOR_BOX_NAMES,
                    help="the box the ellipsoid prior is stretched over: the object mask's box as is (plain) or "
                         "GAN2Shape's per-category rule: synface extends it up by a sixth of its height (its rule "
                         "for the BFM faces), face (CelebA) down to the bottom row and a twelfth "

@@ -21,8 +21,18 @@ from torch import Tensor
 PRIOR_NEAR, PRIOR_FAR, PRIOR_RADIUS = 0.91, 1.02, 0.4
 # the bounding-box rules of ellipsoid_depth_prior's ``category`` (None: the mask's box as is)
 PRIOR_BOXES = (None, "synface", "face", "car", "church")
+# the same rules by their command-line names (--prior-box): "plain" is None
+PRIOR_BOX_NAMES = ("plain", *[k for k in PRIOR_BOXES if k])
 
-__all__ = ["PRIOR_BOXES", "PRIOR_FAR", "PRIOR_NEAR", "PRIOR_RADIUS", "ellipsoid_depth_prior", "mask_range", "object_mask"]
+__all__ = ["PRIOR_BOXES", "PRIOR_BOX_NAMES", "PRIOR_FAR", "PRIOR_NEAR", "PRIOR_RADIUS", "box_category",
+           "ellipsoid_depth_prior", "mask_range", "object_mask"]
+
+
+def box_category(name: str) -> str | None:
+    """The ``category`` of ellipsoid_depth_prior for a --prior-box name (:data:`PRIOR_BOX_NAMES`)."""
+    if name not in PRIOR_BOX_NAMES:
+        raise ValueError(f"prior box: expected one of {', '.join(PRIOR_BOX_NAMES)}, got {name!r}")
+    return None if name == "plain" else name
 
 
 def _as_masks(mask: Tensor) -> Tensor:
