@@ -330,3 +330,50 @@ def test_fitted_prior_on_training_faces_and_when_none_fits():
     said = []
     assert fitted_prior_on(flat, None, log=said.append) is None
     assert len(said) == 1 and "fitted_ellipsoid baseline left out" in said[0] and "no slope 1" in said[0]
+
+
+def test_diag_view_reading_reports_the_share_of_the_turn(tmp_path, capsys, load_tool):
+    """tools/diag_view_reading.py on hand-made eval records: a viewpoint net that reads half of every rotation
+    is reported with slope 0.50 and correlation 1.00, and a canonical depth tilted sideways by 0.03 x per radian
+    of true yaw with that slope per radian (vertical: 0.01 y per radian of pitch)."""
+    import json
+
+    tool = load_tool("diag_view_reading")
+    n, S = 6, 16
+    truth = SyntheticFaces(n, size=S, seed=3, split="val").get_batch(range(n))["view"].double()
+    (tmp_path / "metrics.json").write_text(json.dumps({"n": n, "image_size": S,
+                                                       "data": {"dataset": "SyntheticFaces", "split": "val",
+                                                                "seed": 3}}))
+    (tmp_path / "progress").mkdir()
+    y, x = torch.meshgrid(torch.linspace(-1, 1, S, dtype=torch.float64), torch.linspace(-1, 1, S, dtype=torch.float64),
+                          indexing="ij")
+    for k in range(n):
+        prior = 1.0 - 0.05 * (1 - x * x - y * y).clamp(min=0)
+        canon = prior + 0.03 * truth[k, 1] * x + 0.01 * truth[k, 0] * y + 0.002
+        view = truth[k].clone()
+        view[:3] *= 0.5
+        torch.save({"result": {"view": view[None].float(), "canon_depth": canon[None], "prior": prior[None, None],
+                               "object_mask": (x.abs() < 0.8).double()[None, None]}},
+                   tmp_path / "progress" / f"val_{k:04d}.pt")
+    assert tool.main([str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[2:5]}
+    for name in ("pitch", "yaw", "roll"):
+        assert float(rows[name][1]) == pytest.approx(0.5, abs=0.01) and float(rows[name][2]) == pytest.approx(1.0)
+    assert float(rows["yaw"][3]) == pytest.approx(0.5 * float(truth[:, 1].pow(2).mean().sqrt()) * 180 / math.pi,
+                                                  abs=0.06)
+    planes = {(line.split()[0], line.split()[5]): [float(v) for v in line.split()[6:]] for line in lines
+              if " vs true " in line}
+    assert len(planes) == 6
+    assert planes[("horizontal", "predicted")][:2] == pytest.approx([0.03, 1.0], abs=1e-3)
+    assert planes[("vertical", "predicted")][:2] == pytest.approx([0.01, 1.0], abs=1e-3)
+    # the true canonical depths over the same masks and priors: the tool's own fit of them
+    faces = SyntheticFaces(n, size=S, seed=3, split="val").get_batch(range(n))
+    true = tool.canonical_slopes(faces["canon_depth"].reshape(n, S, S), prior.expand(n, S, S),
+                                 (x.abs() < 0.8).double().expand(n, S, S))
+    assert planes[("horizontal", "true")][0] == pytest.approx(tool.line_fit(truth[:, 1], true[:, 1])[0], abs=1e-4)
+    assert planes[("vertical", "true")][2] == pytest.approx(float(true[:, 0].pow(2).mean().sqrt()), abs=1e-4)
+    assert planes[("horizontal", "true*")][2] < 1e-4  # a symmetric face over a symmetric mask: no sideways slope
+    # a missing record is an error naming it
+    (tmp_path / "progress" / "val_0003.pt").unlink()
+    assert tool.main([str(tmp_path)]) == 2 and "val_0003.pt" in capsys.readouterr().err

@@ -149,6 +149,15 @@ def test_run_from_pretrained_weights(gan, faces):
     M.check_pretrained(tilted, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True, tilt_anchor=True), G.style_dim)
     with pytest.raises(ValueError, match="tilt_anchor True .run: False"):
         M.check_pretrained(tilted, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True), G.style_dim)
+    # the frame the anchors held it in (networks made before the option: "input")
+    canonical = M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True, tilt_anchor=True, anchor_frame="canonical")
+    with pytest.raises(ValueError, match="anchor_frame input .run: canonical.*--anchor-frame"):
+        M.check_pretrained(tilted, canonical, G.style_dim)
+    framed = dict(init, config=dict(tilted["config"], anchor_frame="canonical"))
+    M.check_pretrained(framed, canonical, G.style_dim)
+    with pytest.raises(ValueError, match="anchor_frame canonical .run: input"):
+        M.check_pretrained(framed, M.GAN2ShapeConfig.from_preset("tiny", depth_anchor=True, tilt_anchor=True),
+                           G.style_dim)
 
 
 def test_pretrain_images_writes_and_resumes(tmp_path, gan, faces):

@@ -38,6 +38,7 @@ def _as_if_made_for(init: dict, cfg) -> dict:
     to networks pretrained without it on purpose, which ``check_pretrained`` refuses for a real run."""
     if init.get("config") is not None:
         init["config"] = dict(init["config"], depth_anchor=cfg.depth_anchor, tilt_anchor=cfg.tilt_anchor,
+                              anchor_frame=cfg.anchor_frame,
                               prior_near=cfg.prior_near, prior_far=cfg.prior_far, category=cfg.category)
     return init
 
@@ -118,6 +119,8 @@ def main(argv=None) -> int:
     p.add_argument("--tilt-anchor", action="store_true",
                    help="with --depth-anchor: hold the canonical depth's vertical tilt at the prior's too (as the "
                         "pretraining did)")
+    p.add_argument("--anchor-frame", default="input", choices=("input", "canonical"),
+                   help="with --depth-anchor: the frame the anchors hold the depth in (as the pretraining did)")
     p.add_argument("--prior-box", default=None, choices=PRIOR_BOX_NAMES,
                    help="the ellipsoid prior's box rule (default: the synface preset's; pass the pretraining's)")
     p.add_argument("--threads", type=int, default=None)
@@ -138,7 +141,8 @@ def main(argv=None) -> int:
                                         prior_near=args.prior_near, prior_far=args.prior_far)
     if args.prior_box is not None:
         cfg = dataclasses.replace(cfg, category=box_category(args.prior_box))
-    run_cfg = dataclasses.replace(cfg, depth_anchor=args.depth_anchor, tilt_anchor=args.tilt_anchor).validate()
+    run_cfg = dataclasses.replace(cfg, depth_anchor=args.depth_anchor, tilt_anchor=args.tilt_anchor,
+                                  anchor_frame=args.anchor_frame).validate()
     init = _as_if_made_for(_nets_of(args.pretrained), run_cfg) if args.pretrained else None
     yard = M.GAN2Shape(G, D, cfg)
     yard._build_nets(0, _as_if_made_for(_nets_of(args.yardstick), cfg))

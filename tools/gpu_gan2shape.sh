@@ -7,8 +7,8 @@
 #   OUT=dir bash tools/gpu_gan2shape.sh train MINUTES [extra train args]   # trains / resumes runs/sg2
 #   OUT=dir bash tools/gpu_gan2shape.sh eval MINUTES N [extra eval args]   # eval-gan2shape --resume on N faces
 #   PRETRAIN_N=200 PRETRAIN_SCALE=0.5 OUT=dir bash tools/gpu_gan2shape.sh eval ...  # joint pretraining first
-#   # the best CPU configuration so far (README's GAN2Shape table; docs/gan2shape.md, "A prior box that fits"):
-#   A="--depth-anchor --tilt-anchor --prior-near 0.96 --prior-far 1.03 --prior-box plain"
+#   # the best CPU configuration so far (README's GAN2Shape table; docs/gan2shape.md, "The anchors in the canonical frame"):
+#   A="--depth-anchor --tilt-anchor --anchor-frame canonical --prior-near 0.96 --prior-far 1.03 --prior-box plain"
 #   PRETRAIN_N=200 PRETRAIN_ARGS="--data synthetic-faces $A --view-supervision 10" OUT=dir bash tools/gpu_gan2shape.sh eval MINUTES N $A --nets-only
 #
 # train: `voxrender train stylegan2` on the synthetic faces (64 px, at most 64 channels, W 256, batch 32,

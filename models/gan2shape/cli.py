@@ -54,7 +54,7 @@ def _setup(cmd: str, args, pretraining: bool = False):
     try:
         config = GAN2ShapeConfig.from_preset(args.preset, image_size=args.image_size, prior_near=args.prior_near,
                                              prior_far=args.prior_far, depth_anchor=args.depth_anchor,
-                                             tilt_anchor=args.tilt_anchor)
+                                             tilt_anchor=args.tilt_anchor, anchor_frame=args.anchor_frame)
         if args.prior_box is not None:  # "plain" is category None, which from_preset reads as "the preset's"
             config = dataclasses.replace(config, category=box_category(args.prior_box))
             config.validate()
@@ -318,6 +318,13 @@ def _common(p: argparse.ArgumentParser, default_preset: str, default_out: str, p
                         "upright face, the bas-relief ambiguity that the symmetry does not remove; on the built-in "
                         "faces the pretraining leans it about 35 degrees; see docs/gan2shape.md). Pass it to the "
                         "pretraining and to the runs from it")
+    p.add_argument("--anchor-frame", default=None, choices=("input", "canonical"),
+                   help="with --depth-anchor: where the anchors hold the canonical depth: over the input's object "
+                        "mask and its prior (input, the default), or over that mask carried into the canonical "
+                        "frame with the current view and depth and made symmetric, and the prior built there "
+                        "(canonical; not in GAN2Shape: over the input's mask the true canonical depth of a pitched "
+                        "face has a vertical slope, which --tilt-anchor takes off; see docs/gan2shape.md). Pass "
+                        "it to the pretraining and to the runs from it")
     p.add_argument("--refine-steps", type=int, default=None, metavar="K",
                    help="refine every collected projected sample by K Adam steps on its own latent, from E's w + dw, "
                         "on step 2's loss (not in GAN2Shape, default 0: E alone projects, as published; GAN2Shape "

@@ -64,8 +64,10 @@ towards the camera until the pseudo samples' outlines move the wrong way and the
 against their views. ``tilt_anchor`` (with it) also holds the canonical depth's vertical slope over the
 mask at the prior's (``renderer.anchor_depth_tilt``): the symmetry leaves the bas-relief ambiguity's vertical
 shear open (a face leaning forward, lit from lower down, looks the same in one view), and the pretraining on
-the built-in faces leans every face about 35 degrees. Pretrained networks must have been made with the same
-anchors (:func:`check_pretrained`). ``view_supervision`` (a weight) adds to step 3 the squared error between V's
+the built-in faces leans every face about 35 degrees. ``anchor_frame="canonical"`` holds both over the object
+mask carried into the canonical frame (:func:`canonical_anchor_mask`) instead of the input's own mask: over
+the latter the true depth of a pitched face has a vertical slope, which the tilt anchor took off.
+Pretrained networks must have been made with the same anchors (:func:`check_pretrained`). ``view_supervision`` (a weight) adds to step 3 the squared error between V's
 raw reading of each projected sample and the view its pseudo sample was rendered in: there V reads them
 freely, and a deeper face explains a turned sample with less yaw.
 """
@@ -99,8 +101,8 @@ from .renderer import (
 )
 
 __all__ = ["PRESETS", "PRETRAIN", "SYNFACE_PRIOR_NEAR", "DiscriminatorFeatureLoss", "GAN2Shape", "GAN2ShapeConfig",
-           "GAN2ShapeResult", "Timer", "VGGPerceptualLoss", "ViewLightStats", "check_pretrained", "latent_offset",
-           "masked_l1", "offset_start", "smooth_loss"]
+           "GAN2ShapeResult", "Timer", "VGGPerceptualLoss", "ViewLightStats", "canonical_anchor_mask",
+           "check_pretrained", "latent_offset", "masked_l1", "offset_start", "smooth_loss"]
 
 _FACE_LIGHT = (-1.0, 1.0, -0.2, 0.8, -0.1, 0.6, -0.6)  # GAN2Shape's default rand_light
 # uniform half-ranges of the default view Gaussians: pitch, yaw, roll (degrees), tx, ty (camera units)
@@ -211,6 +213,12 @@ class GAN2ShapeConfig:
     # well as the upright face; on the built-in faces the pretraining leans it about 35 degrees
     # (docs/gan2shape.md).
     tilt_anchor: bool = False
+    # Where the anchors hold the canonical depth: "input", over the input's object mask and the prior built on
+    # it (where the turned face is SEEN; on the built-in faces the true canonical depth's vertical slope over
+    # it follows the pitch, so tilt_anchor asks a pitched face for a lean it does not have), or "canonical",
+    # over that mask carried into the canonical frame with the current view and depth and made symmetric, and
+    # the prior built there (canonical_anchor_mask). Not in GAN2Shape (docs/gan2shape.md).
+    anchor_frame: str = "input"
     # Refine every collected projected sample by this many Adam steps on its own latent (from E's w + dw, step
     # 2's image loss, learning rate refine_lr cosine-decayed to 0). Not in GAN2Shape: there E alone projects,
     # trained on ~800 k pseudo samples; with a CPU budget's E the projections keep the input's view (E
@@ -247,6 +255,10 @@ class GAN2ShapeConfig:
             raise ValueError("batch_size and collect_iters must be >= 1")
         if self.tilt_anchor and not self.depth_anchor:
             raise ValueError("tilt_anchor: needs depth_anchor (--tilt-anchor goes with --depth-anchor)")
+        if self.anchor_frame not in ("input", "canonical"):
+            raise ValueError(f"anchor_frame: expected 'input' or 'canonical', got {self.anchor_frame!r}")
+        if self.anchor_frame != "input" and not self.depth_anchor:
+            raise ValueError("anchor_frame: 'canonical' needs depth_anchor (--anchor-frame goes with --depth-anchor)")
         if not self.view_supervision >= 0:
             raise ValueError(f"view_supervision: expected >= 0, got {self.view_supervision}")
         if self.refine_steps < 0 or not self.refine_lr > 0:
@@ -537,6 +549,20 @@ def latent_offset(G, e: Tensor, offset_layers: int = 3) -> Tensor:
 # the model
 
 
+def canonical_anchor_mask(mask: Tensor, depth: Tensor, view: Tensor) -> Tensor:
+    """Object masks (B, 1, S, S) or (B, S, S) of images seen in ``view`` (B, 6) carried into the canonical frame
+    with the canonical ``depth`` (B, S, S) (as GAN2Shape carries the input's mask for the pseudo samples), made
+    symmetric (their union with their mirror image: the part the view hides is the mirror of a part it shows)
+    and thresholded at 0.5: (B, 1, S, S) in {0, 1}, all ones where that leaves nothing. The region the
+    ``anchor_frame="canonical"`` anchors hold the depth over."""
+    B, S = depth.shape[0], depth.shape[-1]
+    grid = get_warped_2d_grid(depth, view)
+    m = F.grid_sample(mask.reshape(B, 1, S, S).to(depth), grid, mode="bilinear", padding_mode="zeros",
+                      align_corners=True)
+    m = (torch.maximum(m, m.flip(-1)) > 0.5).to(depth)
+    return torch.where(m.flatten(1).sum(1).reshape(B, 1, 1, 1) == 0, torch.ones_like(m), m)
+
+
 def check_pretrained(init: dict, cfg: GAN2ShapeConfig, style_dim: int) -> None:
     """Raises a ValueError naming what differs when pretrained networks (:meth:`GAN2Shape.pretrain`'s result)
     do not fit a run with ``cfg`` and a GAN of ``style_dim``."""
@@ -559,6 +585,9 @@ def check_pretrained(init: dict, cfg: GAN2ShapeConfig, style_dim: int) -> None:
     tilted = bool(init["config"].get("tilt_anchor", False))
     if tilted != cfg.tilt_anchor:
         bad.append(f"tilt_anchor {tilted} (run: {cfg.tilt_anchor}; --tilt-anchor must match the pretraining's)")
+    frame = init["config"].get("anchor_frame", "input")
+    if anchored and frame != cfg.anchor_frame:
+        bad.append(f"anchor_frame {frame} (run: {cfg.anchor_frame}; --anchor-frame must match the pretraining's)")
     if bad:
         raise ValueError(f"pretrained: networks made for other settings: {', '.join(bad)}")
 
@@ -740,7 +769,9 @@ class GAN2Shape:
 
     def _depth(self, x: Tensor, own: bool) -> Tensor:
         """The canonical depth (B, S, S) of ``x`` in [-1, 1] (``own``: the input image, whose mask and prior
-        are known): ``depth_from_raw(D(x))``, anchored to the prior under ``depth_anchor``, border clamped."""
+        are known): ``depth_from_raw(D(x))``, anchored to the prior under ``depth_anchor``, border clamped.
+        With ``anchor_frame`` "canonical" the anchors hold it over the canonical object mask
+        (:meth:`_canonical_anchor_mask`) and the prior built on that mask instead."""
         depth = depth_from_raw(self.nets["depth"](x))
         if self.cfg.depth_anchor:
             if own:
@@ -749,12 +780,25 @@ class GAN2Shape:
                 mask = self._mask_or_all(object_mask((x.detach() + 1) / 2, threshold=self.cfg.mask_threshold))
                 prior = ellipsoid_depth_prior(mask, near=self.cfg.prior_near, far=self.cfg.prior_far,
                                               category=self.cfg.category).to(depth)
-            mask = mask.reshape(depth.shape)
-            if self.cfg.tilt_anchor:
-                depth = anchor_depth_tilt(depth, mask, prior)
-            else:
-                depth = anchor_depth(depth, mask, masked_mean(prior.reshape(depth.shape), mask))
+            depth = self._anchor(depth, mask.reshape(depth.shape), prior)
+            if self.cfg.anchor_frame == "canonical":
+                mask = self._canonical_anchor_mask(x, depth.detach(), mask)
+                prior = ellipsoid_depth_prior(mask, near=self.cfg.prior_near, far=self.cfg.prior_far,
+                                              category=self.cfg.category).to(depth)
+                depth = self._anchor(depth, mask.reshape(depth.shape), prior)
         return clamp_border_depth(depth)
+
+    def _anchor(self, depth: Tensor, mask: Tensor, prior: Tensor) -> Tensor:
+        """``depth`` (B, S, S) moved so that its mean (and under ``tilt_anchor`` its vertical slope) over
+        ``mask`` (B, S, S) is ``prior``'s (renderer.anchor_depth / anchor_depth_tilt)."""
+        if self.cfg.tilt_anchor:
+            return anchor_depth_tilt(depth, mask, prior)
+        return anchor_depth(depth, mask, masked_mean(prior.reshape(depth.shape), mask))
+
+    @torch.no_grad()
+    def _canonical_anchor_mask(self, x: Tensor, depth: Tensor, mask: Tensor) -> Tensor:
+        """:func:`canonical_anchor_mask` of images ``x``'s object masks with V's reading of them and ``depth``."""
+        return canonical_anchor_mask(mask, depth, self._view(self.nets["view"](x)))
 
     @staticmethod
     def _mask_or_all(m: Tensor) -> Tensor:
