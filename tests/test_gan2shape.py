@@ -318,17 +318,14 @@ def test_canonical_anchor_mask_is_the_input_mask_carried_to_the_canonical_frame(
     m = tiny_model(gan, face, depth_anchor=True, tilt_anchor=True, anchor_frame="canonical")
     S = m.S
     flat = torch.ones(1, S, S)
-    ident = torch.zeros(1, 6)
-    m._view = lambda raw: ident.expand(raw.shape[0], -1)  # V reads the identity view
-    cm = m._canonical_anchor_mask(m.x, flat, m.mask)
+    cm = M.canonical_anchor_mask(m.mask, flat, torch.zeros(1, 6))  # the identity view
     torch.testing.assert_close(cm, (torch.maximum(m.mask, m.mask.flip(-1)) > 0.5).float(), rtol=0, atol=1e-6)
     yawed = torch.tensor([[0.0, 0.4, 0.0, 0.0, 0.0, 0.0]])
-    m._view = lambda raw: yawed.expand(raw.shape[0], -1)
-    turned = m._canonical_anchor_mask(m.x, flat, m.mask)
+    turned = M.canonical_anchor_mask(m.mask, flat, yawed)
     assert set(turned.unique().tolist()) <= {0.0, 1.0} and not torch.equal(turned, cm)
     torch.testing.assert_close(turned, turned.flip(-1), rtol=0, atol=0)  # symmetric
-    m._view = lambda raw: torch.full((raw.shape[0], 6), 5.0)  # a view that turns the face out of the picture
-    torch.testing.assert_close(m._canonical_anchor_mask(m.x, flat, m.mask), torch.ones(1, 1, S, S))
+    far = torch.full((1, 6), 5.0)  # a view that turns the face out of the picture
+    torch.testing.assert_close(M.canonical_anchor_mask(m.mask, flat, far), torch.ones(1, 1, S, S))
 
 
 def test_canonical_anchor_mask_of_the_true_view_is_the_true_canonical_mask():
@@ -363,10 +360,11 @@ def test_canonical_anchor_frame_holds_the_depth_at_the_prior_of_the_canonical_ma
             m.step1(2)
         y = torch.linspace(-1, 1, m.S)[:, None]
         with torch.no_grad():
-            depth = m._depth(m.x, own=True)
+            p = m.predict()
+            depth, view = p["depth"], p["view"]
             m.cfg = dataclasses.replace(m.cfg, anchor_frame="input")
-            seen = m._depth(m.x, own=True)  # anchored over the input's mask (border clamp: off the mask)
-            cm = m._canonical_anchor_mask(m.x, seen, m.mask)[:, 0]
+            seen = m.predict()["depth"]  # anchored over the input's mask (border clamp: off the mask)
+            cm = M.canonical_anchor_mask(m.mask, seen, view)[:, 0]  # carried with V's reading
         prior = ellipsoid_depth_prior(cm[:, None], near=m.cfg.prior_near, far=m.cfg.prior_far, category=m.cfg.category)
         r = (depth - prior.reshape(depth.shape)) * cm
         assert float(r.sum() / cm.sum()) == pytest.approx(0, abs=1e-5)

@@ -67,9 +67,10 @@ shear open (a face leaning forward, lit from lower down, looks the same in one v
 the built-in faces leans every face about 35 degrees. ``anchor_frame="canonical"`` holds both over the object
 mask carried into the canonical frame (:func:`canonical_anchor_mask`) instead of the input's own mask: over
 the latter the true depth of a pitched face has a vertical slope, which the tilt anchor took off.
-Pretrained networks must have been made with the same anchors (:func:`check_pretrained`). ``view_supervision`` (a weight) adds to step 3 the squared error between V's
-raw reading of each projected sample and the view its pseudo sample was rendered in: there V reads them
-freely, and a deeper face explains a turned sample with less yaw.
+Pretrained networks must have been made with the same anchors (:func:`check_pretrained`). ``view_supervision``
+(a weight) adds to step 3 the squared error between V's raw reading of each projected sample and the view its
+pseudo sample was rendered in: there V reads them freely, and a deeper face explains a turned sample with less
+yaw.
 """
 
 from __future__ import annotations
@@ -559,8 +560,7 @@ def canonical_anchor_mask(mask: Tensor, depth: Tensor, view: Tensor) -> Tensor:
     grid = get_warped_2d_grid(depth, view)
     m = F.grid_sample(mask.reshape(B, 1, S, S).to(depth), grid, mode="bilinear", padding_mode="zeros",
                       align_corners=True)
-    m = (torch.maximum(m, m.flip(-1)) > 0.5).to(depth)
-    return torch.where(m.flatten(1).sum(1).reshape(B, 1, 1, 1) == 0, torch.ones_like(m), m)
+    return GAN2Shape._mask_or_all((torch.maximum(m, m.flip(-1)) > 0.5).to(depth))
 
 
 def check_pretrained(init: dict, cfg: GAN2ShapeConfig, style_dim: int) -> None:
@@ -702,7 +702,7 @@ class GAN2Shape:
         # nothing above the threshold: use the whole image for the prior
         m = self._mask_or_all(torch.as_tensor(mask).to(dev, torch.float32).reshape(1, 1, self.S, self.S))
         st["mask"] = m
-        st["prior"] = ellipsoid_depth_prior(m, near=cfg.prior_near, far=cfg.prior_far, category=cfg.category).to(dev)
+        st["prior"] = self._prior(m).to(dev)
         st.update(canon=None, canon_mask=None, proj=None, proj_mask=None, proj_view=None, _proj_idx=0, pseudo_keep=None,
                   oracle=oracle)
         return st
@@ -767,26 +767,28 @@ class GAN2Shape:
     def _light(self, raw: Tensor) -> Tensor:
         return light_from_raw(raw + self.light_mean)
 
-    def _depth(self, x: Tensor, own: bool) -> Tensor:
+    def _depth(self, x: Tensor, own: bool, view: Tensor) -> Tensor:
         """The canonical depth (B, S, S) of ``x`` in [-1, 1] (``own``: the input image, whose mask and prior
-        are known): ``depth_from_raw(D(x))``, anchored to the prior under ``depth_anchor``, border clamped.
-        With ``anchor_frame`` "canonical" the anchors hold it over the canonical object mask
-        (:meth:`_canonical_anchor_mask`) and the prior built on that mask instead."""
+        are known; ``view`` (B, 6): V's reading of ``x``): ``depth_from_raw(D(x))``, anchored to the prior under
+        ``depth_anchor``, border clamped. With ``anchor_frame`` "canonical" the anchors hold it over the object
+        mask carried into the canonical frame with ``view`` (:func:`canonical_anchor_mask`) and the prior built
+        on that mask instead."""
         depth = depth_from_raw(self.nets["depth"](x))
         if self.cfg.depth_anchor:
             if own:
                 mask, prior = self.mask, self.prior
             else:
                 mask = self._mask_or_all(object_mask((x.detach() + 1) / 2, threshold=self.cfg.mask_threshold))
-                prior = ellipsoid_depth_prior(mask, near=self.cfg.prior_near, far=self.cfg.prior_far,
-                                              category=self.cfg.category).to(depth)
+                prior = self._prior(mask).to(depth)
             depth = self._anchor(depth, mask.reshape(depth.shape), prior)
             if self.cfg.anchor_frame == "canonical":
-                mask = self._canonical_anchor_mask(x, depth.detach(), mask)
-                prior = ellipsoid_depth_prior(mask, near=self.cfg.prior_near, far=self.cfg.prior_far,
-                                              category=self.cfg.category).to(depth)
-                depth = self._anchor(depth, mask.reshape(depth.shape), prior)
+                mask = canonical_anchor_mask(mask, depth.detach(), view.detach())
+                depth = self._anchor(depth, mask.reshape(depth.shape), self._prior(mask).to(depth))
         return clamp_border_depth(depth)
+
+    def _prior(self, mask: Tensor) -> Tensor:
+        """The ellipsoid depth prior of object masks (B, 1, S, S) with this run's near / far / box rule."""
+        return ellipsoid_depth_prior(mask, near=self.cfg.prior_near, far=self.cfg.prior_far, category=self.cfg.category)
 
     def _anchor(self, depth: Tensor, mask: Tensor, prior: Tensor) -> Tensor:
         """``depth`` (B, S, S) moved so that its mean (and under ``tilt_anchor`` its vertical slope) over
@@ -794,11 +796,6 @@ class GAN2Shape:
         if self.cfg.tilt_anchor:
             return anchor_depth_tilt(depth, mask, prior)
         return anchor_depth(depth, mask, masked_mean(prior.reshape(depth.shape), mask))
-
-    @torch.no_grad()
-    def _canonical_anchor_mask(self, x: Tensor, depth: Tensor, mask: Tensor) -> Tensor:
-        """:func:`canonical_anchor_mask` of images ``x``'s object masks with V's reading of them and ``depth``."""
-        return canonical_anchor_mask(mask, depth, self._view(self.nets["view"](x)))
 
     @staticmethod
     def _mask_or_all(m: Tensor) -> Tensor:
@@ -813,12 +810,12 @@ class GAN2Shape:
         x = self.x if own else x
         out = {}
         with self.timer("networks_forward"):
-            with torch.set_grad_enabled("depth" in train and torch.is_grad_enabled()):
-                out["depth"] = self._depth(x, own)
-            with torch.set_grad_enabled("albedo" in train and torch.is_grad_enabled()):
-                out["albedo"] = self.nets["albedo"](x) / 2 + 0.5
             with torch.set_grad_enabled("view" in train and torch.is_grad_enabled()):
                 out["view"] = self._view(self.nets["view"](x))
+            with torch.set_grad_enabled("depth" in train and torch.is_grad_enabled()):
+                out["depth"] = self._depth(x, own, out["view"])  # (the view places the canonical anchor frame)
+            with torch.set_grad_enabled("albedo" in train and torch.is_grad_enabled()):
+                out["albedo"] = self.nets["albedo"](x) / 2 + 0.5
             with torch.set_grad_enabled("light" in train and torch.is_grad_enabled()):
                 out["light"] = self._light(self.nets["light"](x))
         return out
