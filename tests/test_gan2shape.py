@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from voxrender.models.gan2shape import metrics
 from voxrender.models.gan2shape import model as M
 from voxrender.models.gan2shape.invert import cosine_adam, frozen, invert, resize
 from voxrender.models.gan2shape.networks import (
@@ -667,6 +668,15 @@ def test_cli_eval_gan2shape_tiny(tmp_path, run_cli, ckpt):
     assert pred.min() >= 0.8 - 1e-6 and pred.max() <= 1.2 + 1e-6  # the clamped recon depth in the view
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["baselines"]) == {"flat", "mean_depth", "ellipsoid", "fitted_ellipsoid"}
+    # face by face against each baseline, from the saved depths (the flat baseline's SIDE is that of a constant)
+    assert set(m["paired"]) == set(m["baselines"])
+    flat = m["paired"]["flat"]["side"]
+    ours = [p["side_x1e-2"] for p in m["per_image"]]
+    g = torch.from_numpy(gt)
+    theirs = metrics.evaluate_depth(metrics.flat_depth(g), g, pred_mask=torch.ones_like(g))["side"] * metrics.SIDE_SCALE
+    assert flat["count"] == 2 and flat["better"] == sum(a < b for a, b in zip(ours, theirs.tolist()))
+    assert flat["mean_diff"] == pytest.approx(float(np.mean(ours) - theirs.mean()), rel=1e-5)
+    assert "vs flat" in r.stdout
     fit = m["fitted_prior"]  # fitted on the 8 mean-depth training faces
     assert fit["faces"] == 8 and fit["far"] - fit["near"] == pytest.approx(fit["rise"]) and 0 < fit["rise"] < 0.2
     assert "fitted_ellipsoid" in r.stdout

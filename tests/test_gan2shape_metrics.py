@@ -109,6 +109,27 @@ def test_summary_and_report():
     assert line == "unsup3d SIDE (x10^-2) 0.793 +- 0.140  MAD (deg) 16.51 +- 1.56  (3 images)"
 
 
+def test_paired_comparison_hand_computed():
+    # differences -1, 0, -2, -0.5: mean -0.875, sample std sqrt(2.1875 / 3), t = mean / (std / 2)
+    r = M.paired(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([2.0, 2.0, 5.0, 4.5]))
+    assert r["count"] == 4 and r["better"] == 3  # a tie is not a win
+    assert r["mean_diff"] == pytest.approx(-0.875)
+    assert r["t"] == pytest.approx(-0.875 / (math.sqrt(2.1875 / 3) / 2))
+    # swapped: the same t with the other sign, the tie still counts for neither
+    s = M.paired(torch.tensor([2.0, 2.0, 5.0, 4.5]), torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert s["better"] == 0 and s["t"] == pytest.approx(-r["t"])
+    # images without a score (an empty evaluation mask: NaN) in either method leave the comparison
+    n = M.paired(torch.tensor([1.0, float("nan"), 3.0, 4.0, 0.0]), torch.tensor([2.0, 2.0, 5.0, 4.5, float("nan")]))
+    assert n["count"] == 3 and n["better"] == 3
+    # no spread or a single image: no t statistic
+    assert M.paired(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 3.0]))["t"] is None
+    assert M.paired(torch.tensor([1.0]), torch.tensor([2.0]))["t"] is None
+    with pytest.raises(ValueError, match="ours"):
+        M.paired(torch.zeros(3), torch.zeros(4))
+    line = M.format_paired({"side": r, "mad": M.paired(torch.ones(2), torch.ones(2) * 2)}, "mean_depth")
+    assert "mean_depth" in line and "SIDE better on 3/4 (t -2.0)" in line and "MAD better on 2/2 (t n/a)" in line
+
+
 def test_baselines_on_synthetic_faces():
     b = SyntheticFaces(6, seed=3, split="test").get_batch(range(6))
     res = M.evaluate_baselines(b["depth"], b["mask"], b["image"])

@@ -539,7 +539,8 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     (:func:`load_pretrained`) every face starts from (step 0 skipped); ``metrics.json`` records them."""
     from voxrender.data.faces import SyntheticFaces
 
-    from .metrics import SIDE_SCALE, evaluate_baselines, evaluate_depth, format_metrics, mean_depth, relief
+    from .metrics import (SIDE_SCALE, evaluate_baselines, evaluate_depth, format_metrics, format_paired, mean_depth,
+                          paired, relief)
 
     if n < 1:
         raise ValueError(f"--n: expected at least 1 image, got {n}")
@@ -603,6 +604,9 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
                 "mad_deg_mean": _finite_or_none(r["mad_mean"]), "mad_deg_std": _finite_or_none(r["mad_std"]),
                 "count": r["count"]}
 
+    # face by face against each baseline (SIDE differences x 10^-2 as in the table, MAD in degrees)
+    vs = {k: {"side": paired(ev["side"] * SIDE_SCALE, v["side"] * SIDE_SCALE), "mad": paired(ev["mad"], v["mad"])}
+          for k, v in base.items()}
     reliefs = [canonical_relief(r) for r in results]
     gt_relief = relief(batch["canon_depth"], batch["canon_mask"])
     per_image = [{"index": k, "side_x1e-2": _finite_or_none(ev["side"][k] * SIDE_SCALE),
@@ -618,6 +622,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
         "gan2shape": summary(ev),
         "concave": sum(r is not None and r < 0 for r in reliefs),
         "baselines": {k: summary(v) for k, v in base.items()},
+        "paired": vs,
         "fitted_prior": fitted,
         "per_image": per_image,
         "oracle_samples": bool(oracle_samples),
@@ -638,5 +643,7 @@ def evaluate_synthetic(G, D, config: GAN2ShapeConfig, n: int, out, *, device=Non
     log(format_metrics(ev, f"{'oracle' if oracle_samples else 'gan2shape':16s}"))
     for k, v in base.items():
         log(format_metrics(v, f"{k:16s}"))
+    for k, v in vs.items():
+        log(format_paired(v, k))
     log(relief_line(reliefs, gt_relief.tolist()))
     return metrics
