@@ -103,6 +103,64 @@ def test_pretrain_resumes_to_the_same_weights(gan, faces):
     assert not nets_equal(full["nets"], other["nets"])
 
 
+def test_weight_average_is_the_exponential_moving_average():
+    """WeightAverage against the closed form: starting at w0, after updates with w1, w2 the average is
+    d^2 w0 + d (1 - d) w1 + (1 - d) w2; integer buffers are copied, not averaged."""
+    net = torch.nn.Module()
+    net.lin = torch.nn.Linear(2, 1)
+    net.register_buffer("count", torch.tensor(0))
+    ws = [torch.randn(1, 2, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    with torch.no_grad():
+        net.lin.weight.copy_(ws[0])
+    d = 0.9
+    avg = M.WeightAverage(net, d)
+    for i in (1, 2):
+        with torch.no_grad():
+            net.lin.weight.copy_(ws[i])
+            net.count.fill_(7 * i)
+        avg.update(net)
+    want = d * d * ws[0] + d * (1 - d) * ws[1] + (1 - d) * ws[2]
+    got = avg.copy()
+    torch.testing.assert_close(got["lin.weight"], want)
+    assert got["count"].item() == 14 and got["count"].dtype == torch.int64
+    assert not torch.equal(got["lin.weight"], net.lin.weight.detach())  # a copy, not the live weights
+    again = M.WeightAverage(net, d, state=got)  # continued from a saved average
+    assert torch.equal(again.copy()["lin.weight"], got["lin.weight"])
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="decay"):
+            M.WeightAverage(net, bad)
+    with pytest.raises(ValueError, match="state"):
+        M.WeightAverage(net, d, state={"lin.weight": ws[0]})
+
+
+def test_pretrain_weight_average(gan, faces):
+    """``average`` leaves the training exactly as it was (the same ``nets``) and returns the averaged
+    weights, which a resumed run continues to the same values; a checkpoint with / without an average
+    cannot be resumed by a call without / with one."""
+    G, D = gan
+    cfg = M.GAN2ShapeConfig.from_preset("tiny").for_pretraining()
+    w = latents(G, 3)
+    plain = M.GAN2Shape(G, D, cfg).pretrain(faces["image"], w, seed=4)
+    cks = []
+    m = M.GAN2Shape(G, D, cfg)
+    avg = m.pretrain(faces["image"], w, seed=4, on_stage=cks.append, average=0.9)
+    assert nets_equal(plain["nets"], avg["nets"]) and "nets_avg" not in plain and m.average is None
+    assert avg["nets_avg"].keys() == avg["nets"].keys()
+    assert all(torch.isfinite(v).all() for v in avg["nets_avg"].values())
+    moved = [k for k, v in avg["nets"].items() if v.is_floating_point() and not torch.equal(v, avg["nets_avg"][k])]
+    assert len(moved) > len(avg["nets"]) // 2
+    assert all("nets_avg" in c for c in cks)
+    resumed = M.GAN2Shape(G, D, cfg).pretrain(faces["image"], w, seed=4, resume=cks[1], average=0.9)
+    assert nets_equal(avg["nets_avg"], resumed["nets_avg"]) and nets_equal(avg["nets"], resumed["nets"])
+    with pytest.raises(ValueError, match="keeps a weight average"):
+        M.GAN2Shape(G, D, cfg).pretrain(faces["image"], w, seed=4, resume=cks[1])
+    cks_plain = []
+    M.GAN2Shape(G, D, dataclasses.replace(cfg, num_stages=1)).pretrain(faces["image"], w, seed=4,
+                                                                       on_stage=cks_plain.append)
+    with pytest.raises(ValueError, match="keeps no weight average"):
+        M.GAN2Shape(G, D, cfg).pretrain(faces["image"], w, seed=4, resume=cks_plain[0], average=0.9)
+
+
 def test_run_from_pretrained_weights(gan, faces):
     """A per-image run with ``init`` starts from exactly those weights and skips step 0; networks of another
     size are refused with the reason."""
@@ -181,6 +239,16 @@ def test_pretrain_images_writes_and_resumes(tmp_path, gan, faces):
         pretrain_images(G, D, cfg, faces["image"], w, tmp_path, progress=False, resume=True, seed=9)
     with pytest.raises(ValueError, match="not pretrained GAN2Shape"):
         load_pretrained(tmp_path / "checkpoint.pt")
+    # the moving average: pretrained_avg.pt beside the same pretrained.pt; resuming needs the same decay
+    avg_out = tmp_path / "avg"
+    res_avg = pretrain_images(G, D, cfg, faces["image"], w, avg_out, progress=False, average=0.9,
+                              log=lambda *a: None)
+    assert nets_equal(load_pretrained(avg_out / "pretrained.pt")["nets"], res["nets"])
+    init_avg = load_pretrained(avg_out / "pretrained_avg.pt")
+    assert nets_equal(init_avg["nets"], res_avg["nets_avg"]) and init_avg["average"] == 0.9
+    assert not nets_equal(init_avg["nets"], res["nets"])
+    with pytest.raises(RecordMismatch, match="average"):
+        pretrain_images(G, D, cfg, faces["image"], w, avg_out, progress=False, resume=True, average=0.99)
     with pytest.raises(FileNotFoundError, match="pretrain-gan2shape"):
         load_pretrained(tmp_path / "nope.pt")
 
@@ -195,9 +263,10 @@ def ckpt(tmp_path_factory, gan):
 def test_cli_pretrain_then_eval(tmp_path, run_cli, ckpt, capsys, load_tool):
     pre = tmp_path / "pre"
     r = run_cli("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "3", "--out", str(pre),
-                "--no-progress")
+                "--no-progress", "--average-weights", "0.9")
     assert r.returncode == 0, r.stderr
     assert (pre / "pretrained.pt").is_file() and "--pretrained" in r.stdout
+    assert load_pretrained(pre / "pretrained_avg.pt")["average"] == 0.9 and "moving average" in r.stdout
     ev = tmp_path / "ev"
     r = run_cli("eval-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--n", "1", "--out", str(ev),
                 "--invert-steps", "2", "--mean-depth-n", "4", "--no-progress", "--pretrained", str(pre / "pretrained.pt"))
@@ -253,6 +322,9 @@ def test_cli_pretrain_errors(tmp_path, run_cli, ckpt):
     assert r.returncode != 0 and "--n 5" in r.stderr
     r = run_cli("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "car", "--out", str(tmp_path))
     assert r.returncode != 0 and "no joint pretraining" in r.stderr
+    r = run_cli("pretrain-gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--average-weights", "1", "--out",
+                str(tmp_path))
+    assert r.returncode != 0 and "--average-weights" in r.stderr
     r = run_cli("gan2shape", "--gan", str(ckpt), "--preset", "tiny", "--pretrained", str(tmp_path / "x.pt"),
                 "--out", str(tmp_path))
     assert r.returncode != 0 and "x.pt" in r.stderr

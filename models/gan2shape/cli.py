@@ -242,6 +242,8 @@ def cmd_pretrain_gan2shape(args) -> int:
         raise _fail(cmd, f"--n: expected at least 1 image, got {args.n}")
     if args.oracle_samples and args.data != "synthetic-faces":
         raise _fail(cmd, "--oracle-samples needs --data synthetic-faces (the oracle renders their ground truth)")
+    if args.average_weights is not None and not 0.0 < args.average_weights < 1.0:
+        raise _fail(cmd, f"--average-weights: expected a decay in (0, 1), e.g. 0.995, got {args.average_weights}")
     config, G, D, perceptual, stats, device, _ = _setup(cmd, args, pretraining=True)
     try:  # before the inversions, which take minutes
         config.check_joint_images(args.n)
@@ -254,7 +256,7 @@ def cmd_pretrain_gan2shape(args) -> int:
     try:
         pretrain_images(G, D, config, images, latents, args.out, gan_images=gan_images, device=device,
                         perceptual=perceptual, stats=stats, seed=args.seed, progress=not args.no_progress,
-                        oracles=oracles, resume=args.resume, key=key)
+                        oracles=oracles, resume=args.resume, key=key, average=args.average_weights)
     except RecordMismatch as e:
         raise _fail(cmd, str(e)) from None
     print(f"use it with: voxrender gan2shape --pretrained {Path(args.out) / 'pretrained.pt'} ... (the same --preset "
@@ -454,6 +456,11 @@ def add_gan2shape_commands(sub) -> None:
     t.add_argument("--oracle-samples", action="store_true",
                    help="DIAGNOSTIC (with --data synthetic-faces): exact renderings of each face's ground truth "
                         "replace the projected samples and the encoder is not trained (see eval-gan2shape)")
+    t.add_argument("--average-weights", type=float, default=None, metavar="DECAY",
+                   help="also write OUT/pretrained_avg.pt: the networks with an exponential moving average of their "
+                        "weights over every optimiser step (avg <- DECAY avg + (1 - DECAY) weights; 0.995 averages "
+                        "about the last 200 steps). Not in GAN2Shape; the training and pretrained.pt are the same "
+                        "as without it. Pass it again with --resume")
     t.set_defaults(fn=cmd_pretrain_gan2shape)
 
 

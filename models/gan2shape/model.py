@@ -592,6 +592,42 @@ def check_pretrained(init: dict, cfg: GAN2ShapeConfig, style_dim: int) -> None:
         raise ValueError(f"pretrained: networks made for other settings: {', '.join(bad)}")
 
 
+class WeightAverage:
+    """An exponential moving average of networks' weights (Polyak averaging; not in GAN2Shape): after every
+    optimiser step ``avg <- decay * avg + (1 - decay) * weights`` for the floating-point tensors of the state
+    dict, integer buffers copied. It only reads the networks: the training itself is unchanged.
+
+    ``state``: a saved average (a state dict, e.g. from a checkpoint) to continue from; else it starts at the
+    networks' current weights."""
+
+    def __init__(self, nets: torch.nn.Module, decay: float, state: dict | None = None):
+        decay = float(decay)
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay: expected a number in (0, 1), got {decay}")
+        self.decay = decay
+        cur = nets.state_dict()
+        src = cur if state is None else state
+        if src.keys() != cur.keys():
+            raise ValueError("state: a weight average of other networks (its keys differ from the networks')")
+        self.state = {k: v.detach().to(cur[k].device, copy=True) for k, v in src.items()}
+
+    @torch.no_grad()
+    def update(self, nets: torch.nn.Module) -> None:
+        cur = nets.state_dict()
+        avg, new = [], []
+        for k, v in self.state.items():
+            if v.is_floating_point():
+                avg.append(v)
+                new.append(cur[k].detach())
+            else:
+                v.copy_(cur[k])
+        torch._foreach_lerp_(avg, new, 1.0 - self.decay)
+
+    def copy(self) -> dict:
+        """A CPU copy of the averaged state dict."""
+        return {k: v.to("cpu", copy=True) for k, v in self.state.items()}
+
+
 @dataclass
 class GAN2ShapeResult:
     """What :meth:`GAN2Shape.run` returns (tensors on the CPU; images in [0, 1])."""
@@ -659,6 +695,7 @@ class GAN2Shape:
         self.S = int(self.cfg.image_size)
         self.desc = ""
         self.oracle = None  # see run()
+        self.average: WeightAverage | None = None  # see pretrain()
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _bar(self, n: int, desc: str):
@@ -679,6 +716,12 @@ class GAN2Shape:
     def _adam(self, *names):
         params = [p for n in names for p in self.nets[n].parameters()]
         return torch.optim.Adam(params, lr=self.cfg.lr, betas=(0.9, 0.999), weight_decay=self.cfg.weight_decay)
+
+    def _stepped(self, opt) -> None:
+        """``opt.step()``, then the weight average (when a pretraining keeps one) takes in the new weights."""
+        opt.step()
+        if self.average is not None:
+            self.average.update(self.nets)
 
     def _image_state(self, image: Tensor, w: Tensor, gan_image: Tensor | None = None,
                      mask: Tensor | None = None, oracle=None) -> dict:
@@ -862,7 +905,7 @@ class GAN2Shape:
             with self.timer("backward_step0"):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-            opt.step()
+            self._stepped(opt)
             hist.append(loss.item())
         self.losses["step0"] = hist
         return hist
@@ -883,7 +926,7 @@ class GAN2Shape:
             with self.timer(timer):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-            opt.step()
+            self._stepped(opt)
             hist.append(loss.item())
         self.losses[key] = hist
         return hist
@@ -996,7 +1039,7 @@ class GAN2Shape:
                 l_img, reg, latent, img = self.step2_loss(pseudo, mask, parts=True)
                 opt.zero_grad(set_to_none=True)
                 self._step2_backward(l_img, reg, latent, img)
-                opt.step()
+                self._stepped(opt)
                 hist.append(l_img.item() + reg.item())
         self.losses[key] = hist
         ks = self._indices()
@@ -1138,6 +1181,7 @@ class GAN2Shape:
         ``init``: pretrained networks (:meth:`pretrain`'s result): the run starts from them and skips step 0
         (the ellipsoid prior), as GAN2Shape's per-image runs with ``pretrain`` and ``reset_weight`` do."""
         self.oracle = oracle
+        self.average = None  # (only a pretraining keeps one)
         self.timer = Timer(self.device)
         wall = {}
         t_all = time.perf_counter()
@@ -1166,7 +1210,8 @@ class GAN2Shape:
             wall[pre + name] = time.perf_counter() - t
 
     def pretrain(self, images: Tensor, latents: Tensor, gan_images: Tensor | None = None, seed: int = 0,
-                 oracles: list | None = None, resume: dict | None = None, on_stage=None) -> dict:
+                 oracles: list | None = None, resume: dict | None = None, on_stage=None,
+                 average: float | None = None) -> dict:
         """GAN2Shape's JOINT PRETRAINING (``joint_train``; ``configs/*_pretrain.yml``): one set of D, A, V, L, E
         networks trained on a list of images (n, 3, H, W) in [0, 1] with their latents (n, style_dim), with
         the schedule of ``self.cfg`` (:meth:`GAN2ShapeConfig.for_pretraining`):
@@ -1185,6 +1230,10 @@ class GAN2Shape:
         ``on_stage(checkpoint)`` is called after step 0 and after every stage with a dict of everything needed
         to resume (for an atomic save).
 
+        ``average``: also keep an exponential moving average of the weights over every optimiser step with this
+        decay (:class:`WeightAverage`; not in GAN2Shape); the result's ``nets_avg`` has it, and the training
+        (``nets``) is the same as without it.
+
         Returns ``{"nets": state dict, "config": ..., "style_dim": ..., "losses": ..., "times": ...}``, the
         ``init`` of :meth:`run` (per-image runs then start from these weights and skip step 0)."""
         n = len(images)
@@ -1196,6 +1245,7 @@ class GAN2Shape:
         if oracles is not None and len(oracles) != n:
             raise ValueError(f"pretrain: {n} images but {len(oracles)} oracles")
         self.cfg.check_joint_images(n)
+        self.average = None
         self.timer = Timer(self.device)
         self.desc = f"[pretraining, {n} images, {self.cfg.num_stages} stages] "
         wall: dict = {}
@@ -1209,6 +1259,9 @@ class GAN2Shape:
             self._states, self._order, self._pos = states, list(range(n)), -1
             self._select(0)
             first_stage = 0
+            if resume is not None and (average is None) == ("nets_avg" in resume):
+                has = "keeps a weight average" if "nets_avg" in resume else "keeps no weight average"
+                raise ValueError(f"resume: the checkpoint {has}; pass the interrupted call's average")
             if resume is not None:
                 self.nets.load_state_dict(resume["nets"])
                 self.gen.set_state(resume["gen"])
@@ -1216,7 +1269,9 @@ class GAN2Shape:
                 self.losses = dict(resume["losses"])
                 wall.update(resume["wall"])
                 first_stage = int(resume["stages_done"])
-            else:
+            if average is not None:
+                self.average = WeightAverage(self.nets, average, None if resume is None else resume["nets_avg"])
+            if resume is None:
                 t = time.perf_counter()
                 self.fit_prior()
                 wall["step0"] = time.perf_counter() - t
@@ -1229,14 +1284,21 @@ class GAN2Shape:
             self._select(0)
             self._states = None
         wall["total"] = time.perf_counter() - t_all
-        return {"nets": self._nets_copy(), "config": self.cfg.to_dict(), "style_dim": int(self.G.style_dim),
-                "images": n, "losses": dict(self.losses), "times": self._times(wall)}
+        res = {"nets": self._nets_copy(), "config": self.cfg.to_dict(), "style_dim": int(self.G.style_dim),
+               "images": n, "losses": dict(self.losses), "times": self._times(wall)}
+        if self.average is not None:
+            res["nets_avg"] = self.average.copy()
+            self.average = None
+        return res
 
     def _nets_copy(self) -> dict:
         """A CPU copy of the networks' state (``.cpu()`` alone would alias the live CPU tensors)."""
         return {k: v.detach().to("cpu", copy=True) for k, v in self.nets.state_dict().items()}
 
     def _pretrain_checkpoint(self, stages_done: int, wall: dict, t_all: float) -> dict:
-        return {"stages_done": stages_done, "nets": self._nets_copy(),
-                "gen": self.gen.get_state(), "order": list(self._order), "pos": self._pos,
-                "losses": dict(self.losses), "wall": dict(wall, total=time.perf_counter() - t_all)}
+        ck = {"stages_done": stages_done, "nets": self._nets_copy(),
+              "gen": self.gen.get_state(), "order": list(self._order), "pos": self._pos,
+              "losses": dict(self.losses), "wall": dict(wall, total=time.perf_counter() - t_all)}
+        if self.average is not None:
+            ck["nets_avg"] = self.average.copy()
+        return ck

@@ -389,7 +389,8 @@ def _pretrain_picture(model: GAN2Shape, images: torch.Tensor, path, n: int = 8) 
 def pretrain_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents: torch.Tensor, out, *,
                     gan_images: torch.Tensor | None = None, device=None, perceptual=None,
                     stats: ViewLightStats | None = None, seed: int = 0, progress: bool = True, oracles=None,
-                    resume: bool = False, key: dict | None = None, log=print) -> dict:
+                    resume: bool = False, key: dict | None = None, average: float | None = None,
+                    log=print) -> dict:
     """GAN2Shape's joint pretraining (:meth:`GAN2Shape.pretrain`, ``config`` already with the pretraining
     schedule) on ``images`` (n, 3, H, W) in [0, 1] with their latents; writes into ``out``:
 
@@ -399,9 +400,12 @@ def pretrain_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents
     - ``pretrained.png``: the networks on the first 8 training images (input | recon | shape | depth);
     - ``checkpoint.pt`` after step 0 and after every stage (atomic): ``resume=True`` continues from it
       when it was made with the same settings (``key``: what else identifies the run, e.g. the images'
-      digest), else it is an error that names what differs.
+      digest), else it is an error that names what differs;
+    - with ``average`` (a decay per optimiser step; not in GAN2Shape): ``pretrained_avg.pt``, the same file
+      with the exponential moving average of the weights (:class:`WeightAverage`) as its networks; the
+      training, and so ``pretrained.pt``, is the same as without it.
 
-    Returns the pretrained dict."""
+    Returns the pretrained dict (with ``nets_avg`` when averaging)."""
     from voxrender.training import atomic_save
 
     from .records import RecordMismatch, check_key
@@ -409,7 +413,8 @@ def pretrain_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     full_key = {**run_key(G, D, config, perceptual, stats), "seed": seed, "images": digest(images),
-                "latents": digest(latents), "oracle_samples": oracles is not None, **(key or {})}
+                "latents": digest(latents), "oracle_samples": oracles is not None, **(key or {}),
+                **({} if average is None else {"average": float(average)})}
     ck_path = out / "checkpoint.pt"
     ck = None
     if resume and ck_path.is_file():
@@ -423,9 +428,14 @@ def pretrain_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents
         atomic_save({"format": PRETRAIN_FORMAT + "-checkpoint", "key": full_key, **c}, ck_path)
 
     model = GAN2Shape(G, D, config, device=device, perceptual=perceptual, stats=stats, progress=progress)
-    res = model.pretrain(images, latents, gan_images, seed=seed, oracles=oracles, resume=ck, on_stage=save)
+    res = model.pretrain(images, latents, gan_images, seed=seed, oracles=oracles, resume=ck, on_stage=save,
+                         average=average)
+    nets_avg = res.pop("nets_avg", None)
     res = {"format": PRETRAIN_FORMAT, "key": full_key, **res}
     atomic_save(res, out / "pretrained.pt")
+    if nets_avg is not None:
+        atomic_save({**res, "nets": nets_avg, "average": float(average)}, out / "pretrained_avg.pt")
+        log(f"the weights' moving average (decay {average} per step) -> {out / 'pretrained_avg.pt'}")
     info = {k: v for k, v in res.items() if k not in ("nets", "losses")}
     info["losses"] = _losses_json(res["losses"])
     info["relief"] = reliefs = _pretrained_reliefs(model, images)
@@ -434,7 +444,7 @@ def pretrain_images(G, D, config: GAN2ShapeConfig, images: torch.Tensor, latents
     log(relief_line(reliefs))
     log(f"pretrained on {len(images)} image(s) in {res['times']['steps']['total']:.1f} s "
         f"({_describe_times(res['times'])}) -> {out / 'pretrained.pt'}")
-    return res
+    return res if nets_avg is None else {**res, "nets_avg": nets_avg}
 
 
 def _face_oracle(batch: dict, k: int):
