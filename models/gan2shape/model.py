@@ -592,6 +592,11 @@ def check_pretrained(init: dict, cfg: GAN2ShapeConfig, style_dim: int) -> None:
         raise ValueError(f"pretrained: networks made for other settings: {', '.join(bad)}")
 
 
+def cpu_state_copy(state: dict) -> dict:
+    """A CPU copy of a state dict (``.cpu()`` alone would alias tensors that already live on the CPU)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
 class WeightAverage:
     """An exponential moving average of networks' weights (Polyak averaging; not in GAN2Shape): after every
     optimiser step ``avg <- decay * avg + (1 - decay) * weights`` for the floating-point tensors of the state
@@ -625,7 +630,7 @@ class WeightAverage:
 
     def copy(self) -> dict:
         """A CPU copy of the averaged state dict."""
-        return {k: v.to("cpu", copy=True) for k, v in self.state.items()}
+        return cpu_state_copy(self.state)
 
 
 @dataclass
@@ -1292,8 +1297,8 @@ class GAN2Shape:
         return res
 
     def _nets_copy(self) -> dict:
-        """A CPU copy of the networks' state (``.cpu()`` alone would alias the live CPU tensors)."""
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.nets.state_dict().items()}
+        """A CPU copy of the networks' state."""
+        return cpu_state_copy(self.nets.state_dict())
 
     def _pretrain_checkpoint(self, stages_done: int, wall: dict, t_all: float) -> dict:
         ck = {"stages_done": stages_done, "nets": self._nets_copy(),
